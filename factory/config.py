@@ -1,0 +1,183 @@
+"""Configuration: pydantic v2 models (extra="forbid"), a YAML file plus `--set a.b=c` overrides.
+
+Secrets never live here: a teacher names the environment variable that holds its key
+(`api_key_env`), and the key is read from the environment only when the teacher starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A one-line, user-facing configuration error."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(Strict):
+    name: str
+    path: str  # a JSONL / Parquet file, or an HF dataset (local folder or Hub name) with format: hf
+    format: Literal["jsonl", "parquet", "hf"] | None = None  # None: from the file extension
+    preset: Literal["gsm8k", "math500", "humaneval"] | None = None  # a shipped field mapping
+    fields: dict[str, str] = Field(default_factory=dict)  # record field -> source column
+    domain: Literal["math", "code"] | None = None
+    split: str = "train"  # HF datasets only
+    limit: int | None = Field(default=None, ge=1)
+    template: str | None = None  # default: math_cot.jinja / code_cot.jinja by domain
+    licence: str | None = None
+
+
+class TeacherConfig(Strict):
+    name: str
+    backend: Literal["local", "openai", "vllm"] = "local"
+    model: str = "embedded"  # local/vllm: "embedded", a folder or a Hub name; openai: the API's model name
+    # openai-compatible endpoints
+    base_url: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    max_concurrency: int = Field(default=64, ge=1)
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute
+    tpm: int | None = Field(default=None, ge=1)  # tokens per minute (prompt + completion)
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    use_n: bool = True  # ask for all samples of one prompt in one call (n=k) where the server honours it
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    # local (transformers) and vllm
+    batch_size: int = Field(default=32, ge=1)
+    device: str = "cpu"
+    engine_args: dict[str, Any] = Field(default_factory=dict)  # vllm.LLM(**engine_args)
+    chunk_size: int = Field(default=1024, ge=1)  # vllm: requests per generate() call
+    # cost accounting (USD per million tokens)
+    price_in_per_mtok: float | None = None
+    price_out_per_mtok: float | None = None
+
+
+class GenerationConfig(Strict):
+    samples_per_seed: int = Field(default=2, ge=1)
+    temperature: float = Field(default=0.7, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=512, ge=1)
+    logprobs: int = Field(default=0, ge=0, le=20)  # keep the top-k logprobs per token (0: off)
+
+    def params(self) -> dict[str, Any]:
+        """Sampling params as they enter the request hash (samples_per_seed does not)."""
+        return self.model_dump(exclude={"samples_per_seed"})
+
+
+class BuildConfig(Strict):
+    max_failure_rate: float = Field(default=0.05, ge=0, le=1)  # exit non-zero above this
+
+
+class Config(Strict):
+    workdir: str = ".factory"  # relative to the config file's folder
+    prompts_dir: str = "prompts"
+    sources: list[SourceConfig]
+    teachers: list[TeacherConfig] = Field(default_factory=lambda: [TeacherConfig(name="smollm2")])
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    build: BuildConfig = Field(default_factory=BuildConfig)
+
+    # where relative paths resolve; set by load_config, not part of the file
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("teachers")
+    @classmethod
+    def _unique_teachers(cls, teachers: list[TeacherConfig]) -> list[TeacherConfig]:
+        names = [t.name for t in teachers]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"teacher names must be unique, repeated: {sorted(dup)}")
+        return teachers
+
+    def path(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else self.base_dir / q
+
+    @property
+    def store_path(self) -> Path:
+        return self.path(self.workdir) / "factory.duckdb"
+
+    def resolved(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.resolved(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars: 4, 0.5, true, null, [a, b] — or plain strings."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply `a.b=c` (list items by index: `teachers.0.model=x`) to the raw config dict."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. generation.samples_per_seed=4")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} has no item {part}")
+            if last:
+                node[int(part)] = _parse_value(value)
+            else:
+                node = node[int(part)]
+        else:
+            if last:
+                node[part] = _parse_value(value)
+            else:
+                node = node.setdefault(part, {})
+                if not isinstance(node, (dict, list)):
+                    raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
+
+
+def _first_error(err: ValidationError, origin: str) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        return f"{origin}: unknown key '{loc}'"
+    if e["type"] == "missing":
+        return f"{origin}: missing required key '{loc}'"
+    return f"{origin}: {loc}: {e['msg']} (got {e.get('input')!r})"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), data: dict | None = None) -> Config:
+    """Load YAML + overrides into a validated Config; raises ConfigError with a one-line message."""
+    base = Path(".")
+    origin = "config"
+    if data is None:
+        path = Path(path or "factory.yaml")
+        origin = str(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: no such config file (run `factory init DIR` to scaffold one)")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        base = path.resolve().parent
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_first_error(e, origin)) from None
+    cfg.base_dir = base
+    return cfg

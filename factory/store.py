@@ -1,0 +1,150 @@
+"""The one store: a DuckDB file per project. Schema changes are a plain list of migrations."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from factory.records import Request, Response, Seed
+
+# Applied in order, each once; the store remembers how many ran. Append, never edit.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE seeds (
+        seed_id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, domain VARCHAR NOT NULL,
+        problem VARCHAR NOT NULL, answer VARCHAR, tests VARCHAR, entry_point VARCHAR,
+        meta JSON, created_at TIMESTAMP DEFAULT current_timestamp);
+    CREATE TABLE requests (
+        request_id VARCHAR PRIMARY KEY, prompt_id VARCHAR NOT NULL, seed_id VARCHAR NOT NULL,
+        teacher VARCHAR NOT NULL, model VARCHAR NOT NULL, template VARCHAR NOT NULL,
+        messages JSON NOT NULL, params JSON NOT NULL, sample_index INTEGER NOT NULL,
+        created_at TIMESTAMP DEFAULT current_timestamp);
+    CREATE TABLE responses (
+        request_id VARCHAR PRIMARY KEY, teacher VARCHAR, model VARCHAR, text VARCHAR,
+        reasoning VARCHAR, finish_reason VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+        logprobs JSON, latency_s DOUBLE, cost DOUBLE, error VARCHAR, attempts INTEGER,
+        created_at TIMESTAMP DEFAULT current_timestamp);
+    CREATE TABLE runs (
+        run_id VARCHAR PRIMARY KEY, command VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
+        config JSON, config_hash VARCHAR, summary JSON);
+    """,
+]
+
+_SEED_SCHEMA = pa.schema([(n, pa.string()) for n in
+                          ("seed_id", "source", "domain", "problem", "answer", "tests", "entry_point", "meta")])
+_REQUEST_SCHEMA = pa.schema([(n, pa.string()) for n in
+                             ("request_id", "prompt_id", "seed_id", "teacher", "model", "template", "messages", "params")]
+                            + [("sample_index", pa.int32())])
+_RESPONSE_COLUMNS = ("request_id", "teacher", "model", "text", "reasoning", "finish_reason", "prompt_tokens",
+                     "completion_tokens", "logprobs", "latency_s", "cost", "error", "attempts")
+_RESPONSE_SCHEMA = pa.schema(
+    [(n, pa.string()) for n in _RESPONSE_COLUMNS[:6]]
+    + [("prompt_tokens", pa.int32()), ("completion_tokens", pa.int32()), ("logprobs", pa.string()),
+       ("latency_s", pa.float64()), ("cost", pa.float64()), ("error", pa.string()), ("attempts", pa.int32())])
+
+
+def _json(value) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+class Store:
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        self._lock = threading.Lock()  # one writer at a time on this connection
+        if not read_only:
+            self.migrate()
+
+    # -- schema -------------------------------------------------------------------------
+    def migrate(self) -> None:
+        self.con.execute("CREATE TABLE IF NOT EXISTS schema_migrations (n INTEGER PRIMARY KEY)")
+        done = self.con.execute("SELECT coalesce(max(n), 0) FROM schema_migrations").fetchone()[0]
+        for n, sql in enumerate(MIGRATIONS[done:], start=done + 1):
+            self.con.execute("BEGIN")
+            self.con.execute(sql)
+            self.con.execute("INSERT INTO schema_migrations VALUES (?)", [n])
+            self.con.execute("COMMIT")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def sql(self, query: str, params: list | None = None) -> duckdb.DuckDBPyConnection:
+        return self.con.execute(query, params or [])
+
+    # -- writes: each call is one statement, committed when it returns --------------------
+    def _insert(self, table: str, rows: pa.Table, conflict: str = "DO NOTHING") -> None:
+        if rows.num_rows == 0:
+            return
+        cols = ", ".join(rows.column_names)
+        with self._lock:
+            self.con.register("_rows", rows)
+            try:
+                self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rows ON CONFLICT {conflict}")
+            finally:
+                self.con.unregister("_rows")
+
+    def add_seeds(self, seeds: Iterable[Seed]) -> None:
+        rows = [(s.seed_id, s.source, s.domain, s.problem, s.answer, s.tests, s.entry_point, _json(s.meta))
+                for s in seeds]
+        self._insert("seeds", pa.Table.from_pylist(
+            [dict(zip(_SEED_SCHEMA.names, r)) for r in rows], schema=_SEED_SCHEMA))
+
+    def add_requests(self, requests: Iterable[Request]) -> None:
+        rows = [{"request_id": r.request_id, "prompt_id": r.prompt_id, "seed_id": r.seed_id, "teacher": r.teacher,
+                 "model": r.model, "template": r.template, "messages": _json(list(r.messages)),
+                 "params": _json(r.params), "sample_index": r.sample_index} for r in requests]
+        self._insert("requests", pa.Table.from_pylist(rows, schema=_REQUEST_SCHEMA))
+
+    def add_responses(self, responses: Iterable[Response]) -> None:
+        """Store responses. A success is final; an error row is replaced by a later success or
+        error of the same request, and attempts add up across runs."""
+        rows = []
+        for r in responses:
+            row = {c: getattr(r, c) for c in _RESPONSE_COLUMNS}
+            row["logprobs"] = _json(r.logprobs)
+            rows.append(row)
+        sets = ", ".join(f"{c} = excluded.{c}" for c in _RESPONSE_COLUMNS[1:-1])
+        self._insert("responses", pa.Table.from_pylist(rows, schema=_RESPONSE_SCHEMA),
+                     conflict=f"(request_id) DO UPDATE SET {sets}, attempts = responses.attempts + excluded.attempts, "
+                              f"created_at = now() WHERE responses.error IS NOT NULL")
+
+    # -- reads ----------------------------------------------------------------------------
+    def answered(self, request_ids: list[str]) -> set[str]:
+        """The ids among `request_ids` that already have a successful response."""
+        if not request_ids:
+            return set()
+        ids = pa.table({"request_id": request_ids})
+        with self._lock:
+            self.con.register("_ids", ids)
+            try:
+                found = self.con.execute(
+                    "SELECT request_id FROM responses JOIN _ids USING (request_id) WHERE error IS NULL").fetchall()
+            finally:
+                self.con.unregister("_ids")
+        return {r[0] for r in found}
+
+    def requests_by_id(self, request_ids: list[str]) -> Iterator[Request]:
+        ids = pa.table({"request_id": request_ids})
+        with self._lock:
+            self.con.register("_ids", ids)
+            try:
+                rows = self.con.execute(
+                    "SELECT seed_id, teacher, model, template, messages, params, sample_index "
+                    "FROM requests JOIN _ids USING (request_id) ORDER BY prompt_id, sample_index").fetchall()
+            finally:
+                self.con.unregister("_ids")
+        for seed_id, teacher, model, template, messages, params, idx in rows:
+            yield Request(seed_id, teacher, model, template, tuple(json.loads(messages)), json.loads(params), idx)
