@@ -29,6 +29,7 @@ class SourceConfig(Strict):
     format: Literal["jsonl", "parquet", "hf"] | None = None  # None: from the file extension
     preset: Literal["gsm8k", "math500", "humaneval"] | None = None  # a shipped field mapping
     fields: dict[str, str] = Field(default_factory=dict)  # record field -> source column
+    answer_after: str | None = None  # keep only the text after this marker as the answer ("####")
     domain: Literal["math", "code"] | None = None
     split: str = "train"  # HF datasets only
     limit: int | None = Field(default=None, ge=1)

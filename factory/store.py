@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -65,7 +67,7 @@ class Store:
     # -- schema -------------------------------------------------------------------------
     def migrate(self) -> None:
         self.con.execute("CREATE TABLE IF NOT EXISTS schema_migrations (n INTEGER PRIMARY KEY)")
-        done = self.con.execute("SELECT coalesce(max(n), 0) FROM schema_migrations").fetchone()[0]
+        done = self.scalar("SELECT coalesce(max(n), 0) FROM schema_migrations")
         for n, sql in enumerate(MIGRATIONS[done:], start=done + 1):
             self.con.execute("BEGIN")
             self.con.execute(sql)
@@ -81,20 +83,27 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def sql(self, query: str, params: list | None = None) -> duckdb.DuckDBPyConnection:
-        return self.con.execute(query, params or [])
+    def sql(self, query: str, params: list | None = None) -> list[tuple]:
+        """Run a statement and fetch all of its rows (DuckDB wants results finished before the next)."""
+        return self.con.execute(query, params or []).fetchall()
+
+    def scalar(self, query: str, params: list | None = None):
+        return self.sql(query, params)[0][0]
 
     # -- writes: each call is one statement, committed when it returns --------------------
-    def _insert(self, table: str, rows: pa.Table, conflict: str = "DO NOTHING") -> None:
+    def _insert(self, table: str, rows: pa.Table, conflict: str = "DO NOTHING",
+                con: duckdb.DuckDBPyConnection | None = None) -> None:
+        # Arrow in, one INSERT ... SELECT: ~5x cheaper than executemany for a batch.
         if rows.num_rows == 0:
             return
+        con = con or self.con
         cols = ", ".join(rows.column_names)
         with self._lock:
-            self.con.register("_rows", rows)
+            con.register("_rows", rows)
             try:
-                self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rows ON CONFLICT {conflict}")
+                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rows ON CONFLICT {conflict}")
             finally:
-                self.con.unregister("_rows")
+                con.unregister("_rows")
 
     def add_seeds(self, seeds: Iterable[Seed]) -> None:
         rows = [(s.seed_id, s.source, s.domain, s.problem, s.answer, s.tests, s.entry_point, _json(s.meta))
@@ -108,7 +117,7 @@ class Store:
                  "params": _json(r.params), "sample_index": r.sample_index} for r in requests]
         self._insert("requests", pa.Table.from_pylist(rows, schema=_REQUEST_SCHEMA))
 
-    def add_responses(self, responses: Iterable[Response]) -> None:
+    def add_responses(self, responses: Iterable[Response], con: duckdb.DuckDBPyConnection | None = None) -> None:
         """Store responses. A success is final; an error row is replaced by a later success or
         error of the same request, and attempts add up across runs."""
         rows = []
@@ -119,7 +128,7 @@ class Store:
         sets = ", ".join(f"{c} = excluded.{c}" for c in _RESPONSE_COLUMNS[1:-1])
         self._insert("responses", pa.Table.from_pylist(rows, schema=_RESPONSE_SCHEMA),
                      conflict=f"(request_id) DO UPDATE SET {sets}, attempts = responses.attempts + excluded.attempts, "
-                              f"created_at = now() WHERE responses.error IS NOT NULL")
+                              f"created_at = now() WHERE responses.error IS NOT NULL", con=con)
 
     # -- reads ----------------------------------------------------------------------------
     def answered(self, request_ids: list[str]) -> set[str]:
@@ -148,3 +157,55 @@ class Store:
                 self.con.unregister("_ids")
         for seed_id, teacher, model, template, messages, params, idx in rows:
             yield Request(seed_id, teacher, model, template, tuple(json.loads(messages)), json.loads(params), idx)
+
+
+class ResponseWriter:
+    """Commits responses from a background thread as they arrive, in small groups.
+
+    A DuckDB commit costs a few ms of CPU whatever its size, so responses that arrive
+    together are committed together: at most `interval_s` after arrival (or at once when
+    `max_rows` are waiting). A killed run loses at most that window, like requests in flight.
+    """
+
+    def __init__(self, store: Store, interval_s: float = 0.1, max_rows: int = 512):
+        self.store, self.interval_s, self.max_rows = store, interval_s, max_rows
+        self._queue: queue.SimpleQueue[Response | None] = queue.SimpleQueue()
+        self._con = store.con.cursor()  # its own connection: reads on the main one stay open
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="factory-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, response: Response) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"store writer failed: {self._error}") from self._error
+        self._queue.put(response)
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            batch: list[Response] = []
+            deadline = None
+            while len(batch) < self.max_rows:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    break
+                if item is None:
+                    done = True
+                    break
+                batch.append(item)
+                deadline = deadline or time.monotonic() + self.interval_s
+            if batch:
+                try:
+                    self.store.add_responses(batch, con=self._con)
+                except BaseException as e:  # surface on the next put/close, never lose silently
+                    self._error = e
+                    return
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._con.close()
+        if self._error is not None:
+            raise RuntimeError(f"store writer failed: {self._error}") from self._error

@@ -28,3 +28,7 @@ def by_prompt(requests: Iterable[Request]) -> Iterator[list[Request]]:
     """Group adjacent requests that share a prompt (the samples of one seed)."""
     for _, group in groupby(requests, key=lambda r: r.prompt_id):
         yield list(group)
+
+
+class TeacherError(RuntimeError):
+    """A teacher cannot start (missing key, model, package): a one-line message for the user."""

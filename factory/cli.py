@@ -1,0 +1,96 @@
+"""The `factory` command line: each command loads the config and calls one library function."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Build reasoning distillation datasets and distil them into small models.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+build_app = typer.Typer(help="Build things from the config.", no_args_is_help=True)
+app.add_typer(build_app, name="build")
+
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("-c", "--config", help="The project's YAML config.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: a.b=c (repeatable).")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from factory.config import ConfigError, load_config
+
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as e:
+        _fail(str(e))
+
+
+@build_app.command("dataset")
+def build_dataset_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
+    """Render seeds through the prompts, ask the teachers, store every answer (resumable)."""
+    from factory.build import build_dataset, print_summary
+    from factory.prompts import PromptError
+    from factory.sources import SourceError
+
+    cfg = _load(config, set_)
+    try:
+        summary = build_dataset(cfg, console=console)
+    except (PromptError, SourceError) as e:
+        _fail(str(e))
+    print_summary(summary, console)
+    if summary.interrupted:
+        raise typer.Exit(130)
+    if summary.failure_rate > cfg.build.max_failure_rate:
+        _fail(f"{summary.failure_rate:.1%} of requests failed (bound: build.max_failure_rate = "
+              f"{cfg.build.max_failure_rate:.1%}); failed requests are stored and retried on the next run", 1)
+
+
+def _scaffold_root() -> Path:
+    """The shipped project files: the source checkout, or `share/factory` of an installed wheel."""
+    for root in (Path(__file__).resolve().parent.parent, Path(sys.prefix) / "share" / "factory"):
+        if (root / "prompts" / "math_cot.jinja").exists() and (root / "factory.yaml").exists():
+            return root
+    _fail("cannot find the shipped project files (prompts/, factory.yaml); reinstall factory")
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")]) -> None:
+    """Scaffold a project: factory.yaml, prompts/, filters/, data/ with a seed sample (runs offline as is)."""
+    root = _scaffold_root()
+    target = directory.resolve()
+    if (target / "factory.yaml").exists():
+        _fail(f"{target / 'factory.yaml'} already exists; not overwriting")
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(root / "factory.yaml", target / "factory.yaml")
+    for folder in ("prompts", "filters"):
+        shutil.copytree(root / folder, target / folder, dirs_exist_ok=True)
+    (target / "data").mkdir(exist_ok=True)
+    for name in ("gsm8k_train_sample.jsonl", "LICENSES.md"):
+        shutil.copy2(root / "data" / name, target / "data" / name)
+    console.print(f"created {target}: factory.yaml, prompts/, filters/, data/\n"
+                  f"next: cd {directory} && factory build dataset")
+
+
+@app.command()
+def report(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
+    """Counts of seeds, requests and responses (errors by reason, tokens per teacher)."""
+    from factory.report import text_report
+
+    cfg = _load(config, set_)
+    if not cfg.store_path.exists():
+        _fail(f"{cfg.store_path}: no store yet (run `factory build dataset` first)")
+    text_report(cfg, Console())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,73 @@
+"""Prompt templates: jinja2 with StrictUndefined over prompts/, rendering chat messages.
+
+A template's body is the user message. An optional `{% set system %}…{% endset %}` block
+becomes the system message. Variables: problem, domain, entry_point, meta (and seed itself).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+
+from factory.records import Seed
+
+
+class PromptError(ValueError):
+    """A template cannot be loaded or rendered; the message names template, line and variable."""
+
+
+_UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
+
+
+class Prompts:
+    def __init__(self, prompts_dir: Path):
+        self.dir = Path(prompts_dir)
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(self.dir)), undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=False, autoescape=False)
+        self._cache: dict[str, jinja2.Template] = {}
+
+    def load(self, name: str) -> jinja2.Template:
+        if name not in self._cache:
+            try:
+                self._cache[name] = self.env.get_template(name)
+            except jinja2.TemplateNotFound:
+                raise PromptError(f"{self.dir / name}: template not found") from None
+            except jinja2.TemplateSyntaxError as e:
+                raise PromptError(f"{self.dir / name}:{e.lineno}: syntax error: {e.message}") from None
+        return self._cache[name]
+
+    def render(self, name: str, seed: Seed) -> tuple[dict[str, str], ...]:
+        template = self.load(name)
+        context = {"problem": seed.problem, "domain": seed.domain, "entry_point": seed.entry_point,
+                   "meta": seed.meta, "seed": seed}
+        try:
+            module = template.make_module(context)
+            user = str(module).strip()
+            system = str(getattr(module, "system", "") or "").strip()
+        except jinja2.UndefinedError as e:
+            raise PromptError(self._where(template, e) + f": undefined variable '{self._variable(e)}' "
+                              f"(seed from {seed.source} row {seed.meta.get('row', '?')})") from None
+        except jinja2.TemplateError as e:
+            raise PromptError(self._where(template, e) + f": {e}") from None
+        if not user:
+            raise PromptError(f"{self.dir / name}: renders an empty user message")
+        messages = ({"role": "system", "content": system},) if system else ()
+        return messages + ({"role": "user", "content": user},)
+
+    @staticmethod
+    def _where(template: jinja2.Template, err: Exception) -> str:
+        """file:line of the innermost template frame, mapped from compiled code to template lines."""
+        tb, line = err.__traceback__, None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == template.filename:
+                line = template.get_corresponding_lineno(tb.tb_lineno)
+            tb = tb.tb_next
+        return f"{template.filename}:{line}" if line else str(template.filename)
+
+    @staticmethod
+    def _variable(err: Exception) -> str:
+        m = _UNDEFINED.search(str(err))
+        return (m.group(1) or m.group(2)) if m else str(err)
