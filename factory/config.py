@@ -6,6 +6,7 @@ Secrets never live here: a teacher names the environment variable that holds its
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -174,6 +175,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), data:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         base = path.resolve().parent
+    data = copy.deepcopy(data)  # overrides never touch the caller's dict
     for assignment in overrides:
         apply_override(data, assignment)
     try:

