@@ -41,11 +41,12 @@ def build_dataset_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = N
     from factory.build import build_dataset, print_summary
     from factory.prompts import PromptError
     from factory.sources import SourceError
+    from factory.teachers.base import TeacherError
 
     cfg = _load(config, set_)
     try:
         summary = build_dataset(cfg, console=console)
-    except (PromptError, SourceError) as e:
+    except (PromptError, SourceError, TeacherError) as e:
         _fail(str(e))
     print_summary(summary, console)
     if summary.interrupted:
