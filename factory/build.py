@@ -71,7 +71,7 @@ def _plan(cfg: Config, store: Store, prompts: Prompts, summary: BuildSummary, co
     """Stage 1: stream seeds, render requests for every teacher and sample, fill the `plan` table."""
     params = cfg.generation.params()
     samples = cfg.generation.samples_per_seed
-    store.sql("CREATE OR REPLACE TEMP TABLE plan (request_id VARCHAR)")
+    store.sql("CREATE OR REPLACE TABLE plan (request_id VARCHAR)")  # kept: the filter stage reads it
     seen: set[str] = set()
     for source in cfg.sources:
         plan = plan_source(source, cfg.base_dir)

@@ -78,6 +78,41 @@ class BuildConfig(Strict):
     max_failure_rate: float = Field(default=0.05, ge=0, le=1)  # exit non-zero above this
 
 
+class QualityConfig(Strict):
+    """Per-domain keep rules for a trace (decided in filters/quality.sql)."""
+
+    require_reasoning: bool = True  # a trace needs reasoning: a <think> block, a reasoning field, or text before the answer
+    min_reasoning_words: int = Field(default=5, ge=0)
+    max_reasoning_words: int = Field(default=8000, ge=1)
+    max_repetition: float = Field(default=0.5, ge=0, le=1)  # share of repeated word 4-grams in the reasoning
+    allow_truncated: bool = False
+
+
+class FilterConfig(Strict):
+    math: QualityConfig = Field(default_factory=QualityConfig)
+    code: QualityConfig = Field(default_factory=QualityConfig)
+    require_verified: bool = False  # keep only verified traces (else: verified first, then unverified)
+    verify_timeout_s: float = Field(default=5.0, gt=0)
+    verify_workers: int = Field(default=2, ge=1)
+    majority_min_share: float = Field(default=0.5, ge=0, le=1)  # pseudo-label needs this share of a seed's votes
+    sandbox_wall_s: float = Field(default=10.0, gt=0)
+    minhash_threshold: float = Field(default=0.8, gt=0, le=1)  # Jaccard for near duplicates
+    minhash_perm: int = Field(default=128, ge=16)
+    minhash_ngram: int = Field(default=5, ge=1)
+    decontam_ngram: int = Field(default=13, ge=4)
+    benchmarks: dict[str, str] = Field(default_factory=lambda: {
+        "gsm8k_test": "data/benchmarks/gsm8k_test.jsonl",
+        "math500": "data/benchmarks/math500_test.jsonl",
+        "humaneval": "data/benchmarks/humaneval.jsonl.gz"})
+    per_seed: int = Field(default=1, ge=1)  # traces kept per seed
+    prefer: Literal["shortest", "diverse"] = "shortest"  # after verified-first
+
+
+class ExportConfig(Strict):
+    dir: str = "export"  # relative to workdir
+    shard_rows: int = Field(default=50_000, ge=1)
+
+
 class Config(Strict):
     workdir: str = ".factory"  # relative to the config file's folder
     prompts_dir: str = "prompts"
@@ -85,6 +120,8 @@ class Config(Strict):
     teachers: list[TeacherConfig] = Field(default_factory=lambda: [TeacherConfig(name="smollm2")])
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     # where relative paths resolve; set by load_config, not part of the file
     base_dir: Path = Field(default=Path("."), exclude=True)

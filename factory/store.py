@@ -35,6 +35,27 @@ MIGRATIONS: list[str] = [
         run_id VARCHAR PRIMARY KEY, command VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
         config JSON, config_hash VARCHAR, summary JSON);
     """,
+    # the filter stage: Python checks write rows, SQL in filters/ decides
+    """
+    CREATE TABLE parsed (
+        request_id VARCHAR PRIMARY KEY, reasoning VARCHAR, answer VARCHAR, answer_source VARCHAR,
+        think_closed BOOLEAN, truncated BOOLEAN, reasoning_words INTEGER, repetition DOUBLE, error VARCHAR);
+    CREATE TABLE checks (
+        request_id VARCHAR NOT NULL, "check" VARCHAR NOT NULL, passed BOOLEAN, reason VARCHAR, detail VARCHAR,
+        PRIMARY KEY (request_id, "check"));
+    CREATE TABLE signatures (id VARCHAR NOT NULL, params VARCHAR NOT NULL, sig BLOB NOT NULL,
+        PRIMARY KEY (id, params));
+    CREATE TABLE contamination (id VARCHAR NOT NULL, kind VARCHAR NOT NULL, params VARCHAR NOT NULL,
+        benchmark VARCHAR, item_id VARCHAR, match VARCHAR, score DOUBLE);
+    CREATE TABLE contamination_done (id VARCHAR NOT NULL, params VARCHAR NOT NULL, PRIMARY KEY (id, params));
+    CREATE TABLE versions (
+        version INTEGER PRIMARY KEY, created_at TIMESTAMP DEFAULT current_timestamp, config_hash VARCHAR,
+        kept_hash VARCHAR, counts JSON, funnel JSON, diversity JSON, published_revision VARCHAR);
+    CREATE TABLE kept (version INTEGER NOT NULL, request_id VARCHAR NOT NULL, seed_id VARCHAR NOT NULL,
+        verified BOOLEAN, PRIMARY KEY (version, request_id));
+    CREATE TABLE funnel (version INTEGER NOT NULL, request_id VARCHAR NOT NULL, stage VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL, PRIMARY KEY (version, request_id));
+    """,
 ]
 
 _SEED_SCHEMA = pa.schema([(n, pa.string()) for n in
@@ -91,17 +112,18 @@ class Store:
         return self.sql(query, params)[0][0]
 
     # -- writes: each call is one statement, committed when it returns --------------------
-    def _insert(self, table: str, rows: pa.Table, conflict: str = "DO NOTHING",
+    def _insert(self, table: str, rows: pa.Table, conflict: str | None = "DO NOTHING",
                 con: duckdb.DuckDBPyConnection | None = None) -> None:
         # Arrow in, one INSERT ... SELECT: ~5x cheaper than executemany for a batch.
         if rows.num_rows == 0:
             return
         con = con or self.con
-        cols = ", ".join(rows.column_names)
+        cols = ", ".join(f'"{c}"' for c in rows.column_names)
         with self._lock:
             con.register("_rows", rows)
             try:
-                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rows ON CONFLICT {conflict}")
+                on_conflict = f" ON CONFLICT {conflict}" if conflict else ""
+                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _rows{on_conflict}")
             finally:
                 con.unregister("_rows")
 
