@@ -1,0 +1,120 @@
+"""math-verify throughput in worker processes, hangs, and precision of final-answer verification.
+
+1. GSM8K test (1319 references): each reference verified against completions whose final
+   answer is the reference itself as ``\\boxed{}``, a formatting variant (``1,000``, ``\\$18``,
+   ``18.0``, ``18 dollars``: must pass), off by one and a different number (must fail), through
+   ``verify_traces`` (parse -> verify_many) on ``--workers`` processes. Reports verifications/s,
+   agreement with the expected verdicts and the number of timeouts (hangs are killed).
+2. A few pathological answers (``9^{9^{9^{9}}}`` …): each must come back ``verify_timeout``
+   at its deadline, and the pool must keep going.
+3. The precision set of tests/test_math_verify.py: precision / recall of ``verify_traces``
+   against naive math-verify over the whole text.
+
+    python benchmarks/math_verify.py [--workers 2] [--timeout 5] [--limit 1319]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+# this file is named like the math_verify package: keep its folder off the import path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path.insert(0, str(ROOT))
+
+from factory.checks.math import VerifyPool, verify_traces  # noqa: E402
+
+PATHOLOGICAL = ["9^{9^{9^{9}}}", "10^{10^{10}}", "2^{2^{2^{2^{2^{2}}}}}", "99999!!"]
+
+
+def gsm8k_items(limit: int):
+    rows = [json.loads(line) for line in open(ROOT / "data" / "benchmarks" / "gsm8k_test.jsonl")][:limit]
+    for i, r in enumerate(rows):
+        reasoning, final = r["answer"].split("####")
+        x = final.strip()
+        v = int(x.replace(",", ""))
+        variants = [
+            ("exact", x, True),
+            ("format", [f"{v:,}", f"\\${v}", f"{v}.0", f"{v} dollars"][i % 4], True),
+            ("off_by_one", str(v + 1), False),
+            ("different", str(v * 2 + 7), False),
+        ]
+        for kind, ans, expected in variants:
+            text = f"<think>{reasoning.strip()}</think>\nThe final answer is $\\boxed{{{ans}}}$."
+            yield (i, kind, expected), text, None, "stop", x
+
+
+def load_precision_module():
+    spec = importlib.util.spec_from_file_location("_precision_cases", ROOT / "tests" / "test_math_verify.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--limit", type=int, default=1319)
+    args = ap.parse_args()
+
+    t0 = time.monotonic()
+    with VerifyPool(workers=args.workers) as pool:
+        # warm: the workers import math-verify and say ready before the clock starts
+        list(pool.verify_many([(0, "1", "1")] * args.workers))
+        startup = time.monotonic() - t0
+
+        t = time.monotonic()
+        statuses: Counter = Counter()
+        agree = Counter()
+        total = Counter()
+        n = 0
+        for (i, kind, expected), v in verify_traces(gsm8k_items(args.limit), timeout_s=args.timeout, pool=pool):
+            n += 1
+            statuses[v.status] += 1
+            total[kind] += 1
+            agree[kind] += (v.status == "passed") == expected
+        dt = time.monotonic() - t
+
+        t = time.monotonic()
+        patho = list(pool.verify_many([(e, e, "5") for e in PATHOLOGICAL], timeout_s=args.timeout))
+        patho_dt = time.monotonic() - t
+        after = list(pool.verify_many([("after", "0.5", "\\frac{1}{2}")], timeout_s=args.timeout))
+
+        prec = load_precision_module()
+        cases = prec.precision_cases()
+        (p, r, fp), (np_, nr, nfp), _, _ = prec.precision_report(pool, cases)
+
+    print(f"\nmath-verify in {args.workers} worker processes (timeout {args.timeout:g}s), pool start {startup:.1f}s")
+    print()
+    print("| GSM8K test, verify_traces      | value |")
+    print("|--------------------------------|-------|")
+    print(f"| completions verified           | {n} |")
+    print(f"| wall time                      | {dt:.2f} s |")
+    print(f"| verifications / s              | {n / dt:.0f} |")
+    for kind in total:
+        print(f"| agree with expected: {kind:<10}| {agree[kind]}/{total[kind]} |")
+    print(f"| timeouts (hangs killed)        | {statuses['verify_timeout']} |")
+    print(f"| statuses                       | {dict(statuses)} |")
+    print()
+    print("| pathological answer            | status | seconds |")
+    print("|--------------------------------|--------|---------|")
+    for key, v in patho:
+        print(f"| {key:<30} | {v.status} | {v.seconds:.2f} |")
+    print(f"| (all {len(patho)} in)                     | {patho_dt:.1f} s wall | pool after: {after[0][1].status} |")
+    print()
+    print(f"| precision set ({len(cases)} cases, {sum(c[5] for c in cases)} correct) | precision | recall | false passes |")
+    print("|-------------------------------------|-----------|--------|--------------|")
+    print(f"| factory verify_traces (final answer)| {p:.3f} | {r:.3f} | {fp} |")
+    print(f"| naive math-verify over whole text   | {np_:.3f} | {nr:.3f} | {nfp} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+# expect: failed
+def square(x):
+    raise SystemExit(0)
