@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -54,20 +53,54 @@ def build_dataset_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = N
     if summary.failure_rate > cfg.build.max_failure_rate:
         _fail(f"{summary.failure_rate:.1%} of requests failed (bound: build.max_failure_rate = "
               f"{cfg.build.max_failure_rate:.1%}); failed requests are stored and retried on the next run", 1)
+    _filter_and_export(cfg)
 
 
-def _scaffold_root() -> Path:
-    """The shipped project files: the source checkout, or `share/factory` of an installed wheel."""
-    for root in (Path(__file__).resolve().parent.parent, Path(sys.prefix) / "share" / "factory"):
-        if (root / "prompts" / "math_cot.jinja").exists() and (root / "factory.yaml").exists():
-            return root
-    _fail("cannot find the shipped project files (prompts/, factory.yaml); reinstall factory")
+def _filter_and_export(cfg, export: bool = True) -> None:
+    from factory.export import export_version
+    from factory.filter import print_filter_summary, run_filter
+
+    try:
+        summary = run_filter(cfg, console=console)
+    except (RuntimeError, FileNotFoundError) as e:
+        _fail(str(e))
+    print_filter_summary(summary, console)
+    if export:
+        result = export_version(cfg, summary.version)
+        console.print(f"exported version {result.version}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())
+                      + f" rows -> {result.path}", highlight=False)
+
+
+@app.command("filter")
+def filter_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
+    """Parse, verify, dedup, decontaminate and select the stored traces; record a version."""
+    _filter_and_export(_load(config, set_), export=False)
+
+
+@app.command("export")
+def export_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
+               version: Annotated[Optional[int], typer.Option(help="Version to export (default: the latest).")] = None
+               ) -> None:
+    """Write a version as Parquet (sft / dpo / soft_labels) plus a dataset card."""
+    from factory.export import export_version
+
+    cfg = _load(config, set_)
+    try:
+        result = export_version(cfg, version)
+    except RuntimeError as e:
+        _fail(str(e))
+    console.print(f"exported version {result.version}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())
+                  + f" rows -> {result.path}", highlight=False)
 
 
 @app.command()
 def init(directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")]) -> None:
     """Scaffold a project: factory.yaml, prompts/, filters/, data/ with a seed sample (runs offline as is)."""
-    root = _scaffold_root()
+    from factory.config import shipped_root
+
+    root = shipped_root()
+    if root is None:
+        _fail("cannot find the shipped project files (prompts/, filters/, factory.yaml); reinstall factory")
     target = directory.resolve()
     if (target / "factory.yaml").exists():
         _fail(f"{target / 'factory.yaml'} already exists; not overwriting")
@@ -78,19 +111,21 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create the pr
     (target / "data").mkdir(exist_ok=True)
     for name in ("gsm8k_train_sample.jsonl", "LICENSES.md"):
         shutil.copy2(root / "data" / name, target / "data" / name)
+    shutil.copytree(root / "data" / "benchmarks", target / "data" / "benchmarks", dirs_exist_ok=True)  # decontamination
     console.print(f"created {target}: factory.yaml, prompts/, filters/, data/\n"
                   f"next: cd {directory} && factory build dataset")
 
 
 @app.command()
-def report(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
-    """Counts of seeds, requests and responses (errors by reason, tokens per teacher)."""
+def report(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
+           version: Annotated[Optional[int], typer.Option(help="Version (default: the latest).")] = None) -> None:
+    """Seeds, requests per teacher, errors by reason, then the filter funnel and diversity of a version."""
     from factory.report import text_report
 
     cfg = _load(config, set_)
     if not cfg.store_path.exists():
         _fail(f"{cfg.store_path}: no store yet (run `factory build dataset` first)")
-    text_report(cfg, Console())
+    text_report(cfg, Console(), version)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,17 @@ class Config(Strict):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def shipped_root() -> Path | None:
+    """factory's own project files (prompts/, filters/, data/, factory.yaml): the source checkout,
+    or `<prefix>/share/factory` of an installed wheel."""
+    import sys
+
+    for root in (Path(__file__).resolve().parent.parent, Path(sys.prefix) / "share" / "factory"):
+        if (root / "filters" / "traces.sql").exists() and (root / "factory.yaml").exists():
+            return root
+    return None
+
+
 def _parse_value(text: str) -> Any:
     """`--set` values are YAML scalars: 4, 0.5, true, null, [a, b] — or plain strings."""
     try:

@@ -23,7 +23,8 @@ def test_init_scaffolds_a_project_that_validates(tmp_path: Path):
     assert result.exit_code == 0, result.output
     proj = tmp_path / "proj"
     for rel in ("factory.yaml", "prompts/math_cot.jinja", "prompts/code_cot.jinja", "filters",
-                "data/gsm8k_train_sample.jsonl", "data/LICENSES.md"):
+                "data/gsm8k_train_sample.jsonl", "data/LICENSES.md", "data/benchmarks/gsm8k_test.jsonl",
+                "filters/quality.sql"):
         assert (proj / rel).exists(), rel
     from factory.config import load_config
 

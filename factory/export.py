@@ -1,0 +1,189 @@
+"""Export a version of the corpus in the formats TRL trains on, with a dataset card.
+
+<workdir>/export/v<N>/
+  sft/train-*.parquet          conversational `messages` (assistant: <think>\n…\n</think>\n\n…answer)
+  dpo/train-*.parquet          `prompt` / `chosen` / `rejected` from a verified and a failed trace of a seed
+  soft_labels/train-*.parquet  per generated token: the teacher's top-k logprobs (when they were kept)
+  README.md                    the dataset card (YAML metadata + counts, funnel, diversity, sources)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from factory.config import Config
+from factory.sources import plan_source
+from factory.store import Store
+
+
+@dataclass
+class ExportResult:
+    version: int
+    path: Path
+    counts: dict[str, int]
+
+
+def assistant_content(text: str, reasoning: str | None, answer: str | None, domain: str,
+                      reasoning_field: str | None) -> str:
+    """`<think>\\n…\\n</think>\\n\\n…final answer…`, from whichever form the teacher used."""
+    if "</think>" in text:
+        final = text.split("</think>", 1)[1].strip()
+    elif reasoning_field:
+        final = text.strip()
+    else:  # plain chain of thought: the text is the reasoning; restate the extracted answer
+        final = f"```python\n{answer}\n```" if domain == "code" else f"The final answer is $\\boxed{{{answer}}}$."
+    return f"<think>\n{(reasoning or '').strip()}\n</think>\n\n{final}"
+
+
+def _write(rows: list[dict], folder: Path, shard_rows: int) -> int:
+    import datasets
+
+    if not rows:
+        return 0
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(0, len(rows), shard_rows):
+        datasets.Dataset.from_list(rows[i:i + shard_rows]).to_parquet(str(folder / f"train-{i // shard_rows:05d}.parquet"))
+    return len(rows)
+
+
+def export_version(cfg: Config, version: int | None = None) -> ExportResult:
+    with Store(cfg.store_path) as store:
+        if version is None:
+            version = store.scalar("SELECT max(version) FROM versions")
+            if version is None:
+                raise RuntimeError("no version yet: run `factory filter` (or `factory build dataset`) first")
+        info = store.sql("SELECT counts, funnel, diversity, config_hash FROM versions WHERE version = ?", [version])
+        if not info:
+            raise RuntimeError(f"no version {version} in {cfg.store_path}")
+        counts, funnel, diversity, config_hash = (json.loads(info[0][0]), json.loads(info[0][1]),
+                                                  json.loads(info[0][2]), info[0][3])
+        base = """SELECT k.request_id, k.seed_id, k.verified, q.messages, q.teacher, q.model, q.template,
+                         d.source, d.domain, d.answer AS reference, s.text, s.reasoning AS reasoning_field,
+                         p.reasoning, p.answer, s.logprobs
+                  FROM kept k JOIN requests q USING (request_id) JOIN responses s USING (request_id)
+                  JOIN seeds d ON d.seed_id = k.seed_id JOIN parsed p USING (request_id)
+                  WHERE k.version = ? ORDER BY k.seed_id, k.request_id"""
+        result = store.con.execute(base, [version])
+        columns = [c[0] for c in result.description]
+        kept = [dict(zip(columns, r)) for r in result.fetchall()]
+        rejected = store.sql("""
+            SELECT q.seed_id, s.text, s.reasoning, p.reasoning, p.answer, d.domain, q.request_id
+            FROM requests q JOIN responses s USING (request_id) JOIN parsed p USING (request_id)
+            JOIN checks c ON c.request_id = q.request_id AND c."check" = 'verify' AND c.passed = FALSE
+            JOIN seeds d ON d.seed_id = q.seed_id
+            WHERE q.seed_id IN (SELECT seed_id FROM kept WHERE version = ? AND verified)
+              AND q.request_id IN (SELECT request_id FROM plan)
+            ORDER BY q.seed_id, length(s.text), q.request_id""", [version])
+    out = cfg.path(cfg.workdir) / cfg.export.dir / f"v{version}"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    sft, soft = [], []
+    for r in kept:
+        prompt = json.loads(r["messages"])
+        content = assistant_content(r["text"], r["reasoning"], r["answer"], r["domain"], r["reasoning_field"])
+        sft.append({"messages": prompt + [{"role": "assistant", "content": content}], "seed_id": r["seed_id"],
+                    "request_id": r["request_id"], "source": r["source"], "domain": r["domain"],
+                    "teacher": r["teacher"], "model": r["model"], "template": r["template"], "answer": r["answer"],
+                    "reference": r["reference"], "verified": bool(r["verified"])})
+        if r["logprobs"]:
+            lps = json.loads(r["logprobs"])
+            soft.append({"request_id": r["request_id"], "teacher": r["teacher"], "model": r["model"], "prompt": prompt,
+                         "completion": r["text"], "tokens": [t["token"] for t in lps],
+                         "token_ids": [t.get("id") for t in lps] if all("id" in t for t in lps) else None,
+                         "logprobs": [float(t["logprob"]) for t in lps],
+                         "top_tokens": [[a[0] for a in t.get("top", [])] for t in lps],
+                         "top_logprobs": [[float(a[1]) for a in t.get("top", [])] for t in lps]})
+    chosen_by_seed = {r["seed_id"]: r for r in sft if r["verified"]}
+    dpo, used = [], set()
+    for seed_id, text, rfield, reasoning, answer, domain, _ in rejected:
+        if seed_id in used or seed_id not in chosen_by_seed:
+            continue
+        used.add(seed_id)
+        chosen = chosen_by_seed[seed_id]
+        dpo.append({"prompt": chosen["messages"][:-1], "chosen": [chosen["messages"][-1]],
+                    "rejected": [{"role": "assistant", "content": assistant_content(text, reasoning, answer, domain, rfield)}],
+                    "seed_id": seed_id, "source": chosen["source"]})
+    n = {"sft": _write(sft, out / "sft", cfg.export.shard_rows), "dpo": _write(dpo, out / "dpo", cfg.export.shard_rows),
+         "soft_labels": _write(soft, out / "soft_labels", cfg.export.shard_rows)}
+    (out / "README.md").write_text(dataset_card(cfg, version, n, counts, funnel, diversity, config_hash, sft),
+                                   encoding="utf-8")
+    return ExportResult(version, out, n)
+
+
+def dataset_card(cfg: Config, version: int, n: dict, counts: dict, funnel: dict, diversity: dict,
+                 config_hash: str, sft: list[dict]) -> str:
+    import yaml
+
+    licences = {}
+    for s in cfg.sources:
+        try:
+            licences[s.name] = plan_source(s, cfg.base_dir).licence or "unknown"
+        except Exception:
+            licences[s.name] = s.licence or "unknown"
+    configs = [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}/*.parquet"}]}
+               for name in ("sft", "dpo", "soft_labels") if n[name]]
+    meta = {"license": "other", "language": ["en"], "tags": ["reasoning", "chain-of-thought", "distillation",
+                                                              "synthetic", "factory"],
+            "task_categories": ["text-generation"], "configs": configs,
+            "size_categories": ["n<1K" if n["sft"] < 1000 else "1K<n<10K" if n["sft"] < 10_000 else "10K<n<100K"]}
+    funnel_rows = "\n".join(f"| {stage} | {sum(r.values())} | " + ", ".join(f"{k}: {v}" for k, v in r.items()) + " |"
+                            for stage, r in funnel.items())
+    teachers = "\n".join(f"| {t.name} | {t.backend} | {t.model} |" for t in cfg.teachers)
+    sources = "\n".join(f"| {s.name} | `{Path(s.path).name}` | {licences[s.name]} |" for s in cfg.sources)
+    templates = sorted({r["template"] for r in sft})
+    div = "\n".join(f"| {k} | {v} |" for k, v in diversity.items())
+    return f"""---
+{yaml.safe_dump(meta, sort_keys=False).strip()}
+---
+
+# Reasoning traces (version {version})
+
+Built with [factory](https://github.com/) from {counts.get('seeds', 0)} seed problems: each trace is a
+teacher's chain of thought (`<think>…</think>`) and final answer, parsed, verified, deduplicated,
+decontaminated against benchmark test sets and selected per seed.
+
+```python
+from datasets import load_dataset
+sft = load_dataset("parquet", data_files="sft/*.parquet", split="train")   # or load_dataset(repo_id, "sft")
+```
+
+| split | rows |
+| --- | --- |
+| sft | {n['sft']} |
+| dpo | {n['dpo']} |
+| soft_labels | {n['soft_labels']} |
+
+Verified traces kept: {counts.get('verified', 0)} of {counts.get('kept', 0)}.
+
+## Filter funnel ({counts.get('candidates', 0)} candidate traces)
+
+| stage | dropped | why |
+| --- | --- | --- |
+{funnel_rows}
+
+## Diversity
+
+| figure | value |
+| --- | --- |
+{div}
+
+## Teachers
+
+| name | backend | model |
+| --- | --- | --- |
+{teachers}
+
+Templates: {', '.join(templates) or 'none'}.
+
+## Sources
+
+| source | file | licence |
+| --- | --- | --- |
+{sources}
+
+Config hash: `{config_hash}`.
+"""

@@ -1,0 +1,410 @@
+"""The filter stage: Python checks write rows to the store; the SQL in filters/ decides.
+
+Order: parse -> quality -> verify -> dedup -> decontaminate -> select, then diversity and a
+version. Every check is computed once per trace (rows in parsed / checks / signatures /
+contamination); re-running the stage only computes what is new, then re-decides in SQL,
+so editing a threshold costs a few queries. Every rejected trace keeps its stage and reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pyarrow as pa
+from rich.console import Console
+
+from factory.config import Config, shipped_root
+from factory.store import Store
+
+SIG_DTYPE = np.uint32  # what checks.minhash.minhash_signatures returns
+STAGES = ("parse", "quality", "verify", "dedup", "decontam", "select")
+_WORD = re.compile(r"\w+")
+
+
+@dataclass
+class FilterSummary:
+    version: int
+    new_version: bool
+    candidates: int
+    kept: int
+    funnel: dict[str, dict[str, int]]  # stage -> reason -> traces
+    diversity: dict
+    checks_run: Counter = field(default_factory=Counter)
+    wall_s: float = 0.0
+
+
+def _sql_env(cfg: Config) -> jinja2.Environment:
+    """The project's filters/ first (edit any file there), then the SQL that ships with factory."""
+    dirs = [cfg.path("filters")] + ([shipped_root() / "filters"] if shipped_root() else [])
+    return jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in dirs]),
+                              undefined=jinja2.StrictUndefined, autoescape=False)
+
+
+def _run_sql(store: Store, env: jinja2.Environment, name: str, **params):
+    """Render filters/<name> with the config's values and run it; returns the last statement's rows."""
+    sql = env.get_template(name).render(**params)
+    sql = "\n".join(line for line in sql.splitlines() if not line.strip().startswith("--"))
+    result = None
+    for statement in sql.split(";"):
+        if statement.strip():
+            result = store.con.execute(statement).fetchall()
+    return result
+
+
+# -- checks that need Python -----------------------------------------------------------------
+
+def _batches(store: Store, query: str, size: int = 2048) -> Iterator[list[dict]]:
+    """Stream a query's rows on a separate connection so the main one can write meanwhile."""
+    cur = store.con.cursor()
+    try:
+        for batch in cur.sql(query).to_arrow_reader(size):
+            yield batch.to_pylist()
+    finally:
+        cur.close()
+
+
+def repetition(words: list[str], n: int = 4) -> float:
+    """Share of word n-grams that repeat an earlier one: 0 for fresh text, ~1 for a loop."""
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def parse_new(store: Store) -> int:
+    from factory.parse import parse
+
+    query = """SELECT s.request_id, s.text, s.reasoning, s.finish_reason, d.domain
+               FROM responses s JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
+               WHERE s.error IS NULL AND NOT EXISTS (SELECT 1 FROM parsed p WHERE p.request_id = s.request_id)"""
+    done = 0
+    for rows in _batches(store, query):
+        out = []
+        for r in rows:
+            p = parse(r["text"], r["reasoning"], r["domain"], r["finish_reason"])
+            reasoning = p.reasoning
+            if reasoning is None and p.error is None and r["text"]:
+                reasoning = r["text"]  # plain chain of thought (no <think>): the text is the reasoning
+            words = _WORD.findall(reasoning.lower()) if reasoning else []
+            out.append({"request_id": r["request_id"], "reasoning": reasoning, "answer": p.answer,
+                        "answer_source": p.answer_source, "think_closed": p.think_closed, "truncated": p.truncated,
+                        "reasoning_words": len(words), "repetition": repetition(words), "error": p.error})
+        store._insert("parsed", pa.Table.from_pylist(out))
+        done += len(out)
+    return done
+
+
+def _write_checks(store: Store, rows: list[dict], replace: bool = False) -> None:
+    if rows:
+        conflict = ('("request_id", "check") DO UPDATE SET passed = excluded.passed, reason = excluded.reason, '
+                    'detail = excluded.detail') if replace else "DO NOTHING"
+        store._insert("checks", pa.Table.from_pylist(rows), conflict=conflict)
+
+
+def verify_math(store: Store, cfg: Config) -> int:
+    """math-verify of the final answer against the reference, in worker processes with hard timeouts."""
+    from factory.checks.math import verify_many
+
+    query = """SELECT p.request_id, p.answer, d.answer AS reference
+               FROM parsed p JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
+               WHERE d.domain = 'math' AND d.answer IS NOT NULL AND p.error IS NULL AND p.answer IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
+    items = ((r["request_id"], r["answer"], r["reference"]) for rows in _batches(store, query) for r in rows)
+    done, out = 0, []
+    # one pool for the whole stream (a pool starts in ~2-3 s); results are written as they come
+    for key, v in verify_many(items, timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers):
+        out.append({"request_id": key, "check": "verify", "passed": v.status == "passed",
+                    "reason": "wrong_answer" if v.status == "failed" else v.status, "detail": v.detail})
+        if len(out) >= 1000:
+            _write_checks(store, out)
+            done, out = done + len(out), []
+    _write_checks(store, out)
+    return done + len(out)
+
+
+def verify_code(store: Store, cfg: Config) -> int:
+    """Run the seed's tests against the extracted code in the sandbox."""
+    from factory.checks.code import Limits, run_many
+
+    # the seed's prompt goes first (as HumanEval scores prompt + completion): helpers it defines
+    # stay defined when the answer restates only the function; a full definition replaces the stub
+    query = """SELECT p.request_id, d.problem || '\n' || p.answer AS answer, d.tests, d.entry_point
+               FROM parsed p JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
+               WHERE d.domain = 'code' AND d.tests IS NOT NULL AND p.error IS NULL AND p.answer IS NOT NULL
+                 AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
+    limits = Limits(wall_s=cfg.filter.sandbox_wall_s)
+    items = ((r["request_id"], r["answer"], r["tests"], r["entry_point"]) for rows in _batches(store, query) for r in rows)
+    done, out = 0, []
+    for key, res in run_many(items, limits, workers=cfg.filter.verify_workers):
+        out.append({"request_id": key, "check": "verify", "passed": res.status == "passed",
+                    "reason": "tests_" + res.status, "detail": (res.reason + "\n" + res.stderr_tail)[-2000:]})
+        if len(out) >= 100:
+            _write_checks(store, out)
+            done, out = done + len(out), []
+    _write_checks(store, out)
+    return done + len(out)
+
+
+def majority_vote(store: Store, cfg: Config) -> int:
+    """Seeds without a reference: the most common equivalent answer among a seed's samples is a
+    pseudo-label when its vote share reaches filter.majority_min_share; traces that agree pass."""
+    from factory.checks.math import verify_many
+
+    rows = store.sql("""SELECT q.seed_id, p.request_id, p.answer FROM plan JOIN parsed p USING (request_id)
+                        JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
+                        WHERE d.domain = 'math' AND d.answer IS NULL AND p.error IS NULL AND p.answer IS NOT NULL
+                        ORDER BY q.seed_id, p.request_id""")
+    by_seed: dict[str, list[tuple[str, str]]] = {}
+    for seed_id, request_id, answer in rows:
+        by_seed.setdefault(seed_id, []).append((request_id, answer.strip()))
+    # equivalence between distinct answers of a seed, checked pairwise by math-verify
+    pairs = []
+    for seed_id, votes in by_seed.items():
+        distinct = sorted({a for _, a in votes})
+        pairs += [((seed_id, a, b), a, b) for i, a in enumerate(distinct) for b in distinct[i + 1:]]
+    same = {key for key, v in verify_many(pairs, timeout_s=cfg.filter.verify_timeout_s,
+                                          workers=cfg.filter.verify_workers) if v.status == "passed"} if pairs else set()
+    out = []
+    for seed_id, votes in by_seed.items():
+        label_of: dict[str, str] = {}
+        for a in sorted({a for _, a in votes}):  # each answer joins the first earlier equivalent group
+            label_of[a] = next((label_of[b] for b in label_of if (seed_id, b, a) in same), a)
+        counts = Counter(label_of[a] for _, a in votes)
+        (top, n), share = counts.most_common(1)[0], counts.most_common(1)[0][1] / len(votes)
+        for request_id, a in votes:
+            agree = label_of[a] == top and share >= cfg.filter.majority_min_share
+            out.append({"request_id": request_id, "check": "verify", "passed": agree if share >= cfg.filter.majority_min_share else None,
+                        "reason": "majority" if agree else ("majority_minority" if share >= cfg.filter.majority_min_share
+                                                            else "no_majority"),
+                        "detail": json.dumps({"label": top, "share": round(share, 3), "votes": len(votes)})})
+    _write_checks(store, out, replace=True)  # votes change as samples arrive
+    return len(out)
+
+
+def _sig_params(cfg: Config) -> str:
+    f = cfg.filter
+    from factory.checks.minhash import SIGNATURE_VERSION
+
+    return f"minhash-fast-v{SIGNATURE_VERSION}:{f.minhash_perm}:{f.minhash_ngram}:seed1"
+
+
+def signatures_for(store: Store, cfg: Config, ids: list[str], texts: list[str]) -> np.ndarray:
+    """MinHash signatures, computed once per text and kept in the `signatures` table."""
+    from factory.checks.minhash import minhash_signatures
+
+    params = _sig_params(cfg)
+    if not ids:
+        return np.zeros((0, cfg.filter.minhash_perm), dtype=np.uint64)
+    store.con.register("_ids", pa.table({"id": ids}))
+    try:
+        have = dict(store.sql("SELECT id, sig FROM signatures JOIN _ids USING (id) WHERE params = ?", [params]))
+    finally:
+        store.con.unregister("_ids")
+    missing = [i for i, id_ in enumerate(ids) if id_ not in have]
+    if missing:
+        sigs = minhash_signatures([texts[i] for i in missing], num_perm=cfg.filter.minhash_perm,
+                                  ngram=cfg.filter.minhash_ngram)
+        rows = [{"id": ids[i], "params": params, "sig": sigs[j].astype(SIG_DTYPE).tobytes()} for j, i in enumerate(missing)]
+        store._insert("signatures", pa.Table.from_pylist(rows))
+        for j, i in enumerate(missing):
+            have[ids[i]] = sigs[j].astype(SIG_DTYPE).tobytes()
+    return np.stack([np.frombuffer(have[i], dtype=SIG_DTYPE) for i in ids])
+
+
+def near_duplicates(store: Store, cfg: Config) -> dict[str, int]:
+    """MinHash + LSH clusters over the problems and over the surviving traces (band join in DuckDB)."""
+    from factory.checks.minhash import near_duplicate_clusters
+
+    f = cfg.filter
+    stats = {}
+    for table, query, rank in (
+            ("seed_near", """SELECT DISTINCT seed_id AS id, problem AS text, 0 AS rank FROM traces
+                             WHERE request_id NOT IN (SELECT request_id FROM rejects) ORDER BY id""", False),
+            ("trace_near", """SELECT request_id AS id, coalesce(reasoning, text) AS text,
+                                     CASE WHEN verified THEN 0 ELSE 1 END AS rank
+                              FROM traces WHERE request_id NOT IN (SELECT request_id FROM rejects) ORDER BY id""", True)):
+        rows = store.sql(query)
+        ids = [r[0] for r in rows]
+        mapping = {}
+        if ids:
+            texts = [r[1] or "" for r in rows]
+            sigs = signatures_for(store, cfg, ids, texts)
+            # with the texts, pairs whose estimate is near the threshold are decided by exact Jaccard
+            mapping = near_duplicate_clusters(store.con, ids, texts, signatures=sigs, threshold=f.minhash_threshold,
+                                              rank=[r[2] for r in rows] if rank else None)
+        store.con.register("_near", pa.table({"id": list(mapping), "rep": list(mapping.values())}))
+        store.sql(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM _near")
+        store.con.unregister("_near")
+        stats[table] = len(set(mapping.values())) if mapping else 0
+        stats[table + "_clusters"] = sum(1 for c in Counter(mapping.values()).values() if c > 1)
+    return stats
+
+
+def load_benchmarks(cfg: Config) -> dict[str, list[tuple[str, str]]]:
+    """Benchmark items (id, text) for decontamination: question / problem / prompt of each row."""
+    out = {}
+    for name, path in cfg.filter.benchmarks.items():
+        p = cfg.path(path)
+        if not p.exists() and shipped_root() and (shipped_root() / path).exists():
+            p = shipped_root() / path  # the benchmark sets that ship with factory
+        if not p.exists():
+            raise FileNotFoundError(f"filter.benchmarks.{name}: {p}: no such file")
+        opener = gzip.open if p.suffix == ".gz" else open
+        items = []
+        with opener(p, "rt", encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if line.strip():
+                    row = json.loads(line)
+                    text = row.get("question") or row.get("problem") or row.get("prompt")
+                    if text:
+                        items.append((str(row.get("task_id") or row.get("unique_id") or n), text))
+        out[name] = items
+    return out
+
+
+def decontaminate(store: Store, cfg: Config) -> int:
+    """n-gram overlap of problems and traces against the benchmark sets; hits are stored with the item."""
+    from factory.checks.ngrams import Decontaminator
+
+    bench = load_benchmarks(cfg)
+    params = hashlib.sha1(json.dumps([cfg.filter.decontam_ngram, sorted(bench), sum(len(v) for v in bench.values())])
+                          .encode()).hexdigest()[:12]
+    todo = store.sql(f"""
+        SELECT id, kind, text FROM (
+          SELECT DISTINCT seed_id AS id, 'seed' AS kind, problem AS text FROM traces
+          UNION ALL SELECT request_id, 'trace', coalesce(reasoning, text) FROM traces)
+        WHERE NOT EXISTS (SELECT 1 FROM contamination_done c WHERE c.id = id AND c.params = '{params}')""")
+    if todo:
+        finder = Decontaminator(bench, n=cfg.filter.decontam_ngram)
+        hits = finder.find([(f"{kind}\t{id_}", text or "") for id_, kind, text in todo])
+        rows = [{"id": h.key.split("\t", 1)[1], "kind": h.key.split("\t", 1)[0], "params": params,
+                 "benchmark": h.benchmark, "item_id": str(h.item_id), "match": h.kind, "score": float(h.score)}
+                for h in hits]
+        if rows:
+            store._insert("contamination", pa.Table.from_pylist(rows), conflict=None)
+        store._insert("contamination_done", pa.Table.from_pylist([{"id": id_, "params": params} for id_, _, _ in todo]))
+    return len(todo), params
+
+
+# -- diversity ---------------------------------------------------------------------------------
+
+def text_diversity(texts: list[str]) -> dict[str, float]:
+    """distinct-1/2/3 (unique n-grams / all n-grams) and the compression ratio (raw / zlib) of the corpus."""
+    tokens = [_WORD.findall(t.lower()) for t in texts]
+    out = {}
+    for n in (1, 2, 3):
+        grams = [tuple(ws[i:i + n]) for ws in tokens for i in range(len(ws) - n + 1)]
+        out[f"distinct_{n}"] = round(len(set(grams)) / len(grams), 4) if grams else 0.0
+    raw = "\n".join(texts).encode()
+    out["compression_ratio"] = round(len(raw) / len(zlib.compress(raw, 6)), 4) if raw else 0.0
+    return out
+
+
+def _diverse_rank(store: Store, cfg: Config) -> None:
+    """Per seed, a greedy order: each next trace is the one least similar to those before it."""
+    from factory.checks.minhash import estimated_jaccard
+
+    rows = store.sql("""SELECT seed_id, request_id, coalesce(reasoning, text), coalesce(verified, FALSE)
+                        FROM traces WHERE request_id NOT IN (SELECT request_id FROM rejects)
+                        ORDER BY seed_id, coalesce(verified, FALSE) DESC, reasoning_words, request_id""")
+    sigs = signatures_for(store, cfg, [r[1] for r in rows], [r[2] or "" for r in rows]) if rows else None
+    ranks, start = [], 0
+    while start < len(rows):
+        end = start
+        while end < len(rows) and rows[end][0] == rows[start][0]:
+            end += 1
+        order, left = [start], list(range(start + 1, end))
+        while left:
+            best = min(left, key=lambda i: (not rows[i][3], max(float(estimated_jaccard(sigs[i], sigs[j])) for j in order)))
+            order.append(best)
+            left.remove(best)
+        ranks += [{"request_id": rows[i][1], "rank": k} for k, i in enumerate(order)]
+        start = end
+    store.con.register("_rank", pa.Table.from_pylist(ranks) if ranks else pa.table({"request_id": [], "rank": []}))
+    store.sql("CREATE OR REPLACE TEMP TABLE diverse_rank AS SELECT * FROM _rank")
+    store.con.unregister("_rank")
+
+
+# -- the stage ----------------------------------------------------------------------------------
+
+def run_filter(cfg: Config, console: Console | None = None) -> FilterSummary:
+    console = console or Console(stderr=True)
+    started = time.monotonic()
+    env = _sql_env(cfg)
+    with Store(cfg.store_path) as store:
+        if not store.sql("SELECT 1 FROM information_schema.tables WHERE table_name = 'plan'"):
+            raise RuntimeError(f"{cfg.store_path}: no build plan yet (run `factory build dataset` first)")
+        checks = Counter()
+        with console.status("filter: parsing") as status:
+            checks["parsed"] = parse_new(store)
+            status.update("filter: verifying math (math-verify, worker processes)")
+            checks["verify_math"] = verify_math(store, cfg)
+            status.update("filter: running code tests in the sandbox")
+            checks["verify_code"] = verify_code(store, cfg)
+            status.update("filter: majority vote for seeds without a reference")
+            checks["majority"] = majority_vote(store, cfg)
+            status.update("filter: deciding (SQL)")
+            _run_sql(store, env, "traces.sql")
+            _run_sql(store, env, "quality.sql", quality={"math": cfg.filter.math, "code": cfg.filter.code})
+            _run_sql(store, env, "verify.sql", require_verified=cfg.filter.require_verified)
+            status.update("filter: near-duplicates (MinHash + LSH)")
+            near = near_duplicates(store, cfg)
+            _run_sql(store, env, "dedup.sql")
+            status.update("filter: decontamination (n-gram overlap)")
+            checks["decontam"], params = decontaminate(store, cfg)
+            _run_sql(store, env, "decontam.sql", params=params)
+            if cfg.filter.prefer == "diverse":
+                _diverse_rank(store, cfg)
+            _run_sql(store, env, "select.sql", per_seed=cfg.filter.per_seed, prefer=cfg.filter.prefer)
+        summary = _record_version(store, cfg, env, near)
+        summary.checks_run = checks
+        summary.wall_s = time.monotonic() - started
+    return summary
+
+
+def _record_version(store: Store, cfg: Config, env: jinja2.Environment, near: dict) -> FilterSummary:
+    candidates = store.scalar("SELECT count(*) FROM traces")
+    funnel: dict[str, dict[str, int]] = {s: {} for s in STAGES}
+    for stage, reason, n in store.sql("SELECT stage, reason, count(*) FROM rejects GROUP BY ALL ORDER BY 1, 3 DESC"):
+        funnel.setdefault(stage, {})[reason] = n
+    row = _run_sql(store, env, "diversity.sql")[0]
+    names = ("kept", "seeds", "mean_reasoning_words", "std_reasoning_words", "reasoning_words_p10_p50_p90",
+             "distinct_answers_per_seed", "answer_spread", "per_source", "per_teacher")
+    diversity = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in zip(names, row)}
+    diversity = json.loads(json.dumps(diversity, default=lambda o: dict(o) if hasattr(o, "items") else str(o)))
+    texts = [r[0] for r in store.sql("SELECT coalesce(reasoning, text) FROM traces JOIN selected USING (request_id)")]
+    diversity.update(text_diversity(texts))
+    diversity["near_dup_clusters"] = near.get("trace_near_clusters", 0)
+    diversity["near_dup_problem_clusters"] = near.get("seed_near_clusters", 0)
+    kept_ids = [r[0] for r in store.sql("SELECT request_id FROM selected ORDER BY request_id")]
+    kept_hash = hashlib.sha256("\n".join(kept_ids).encode()).hexdigest()[:16]
+    last = store.sql("SELECT version, kept_hash, config_hash FROM versions ORDER BY version DESC LIMIT 1")
+    counts = {"candidates": candidates, "kept": len(kept_ids), "seeds": diversity["seeds"],
+              "verified": store.scalar("SELECT count(*) FROM selected WHERE verified")}
+    if last and last[0][1] == kept_hash and last[0][2] == cfg.config_hash():
+        version, new = last[0][0], False  # same corpus, same config: no new version
+    else:
+        version, new = (last[0][0] + 1 if last else 1), True
+        store.sql("INSERT INTO versions (version, config_hash, kept_hash, counts, funnel, diversity) VALUES (?, ?, ?, ?, ?, ?)",
+                  [version, cfg.config_hash(), kept_hash, json.dumps(counts), json.dumps(funnel), json.dumps(diversity)])
+        store.sql("INSERT INTO kept SELECT ?, request_id, seed_id, verified FROM selected", [version])
+        store.sql("INSERT INTO funnel SELECT ?, request_id, stage, reason FROM rejects", [version])
+    return FilterSummary(version=version, new_version=new, candidates=candidates, kept=len(kept_ids),
+                         funnel=funnel, diversity=diversity)
+
+
+def print_filter_summary(summary: FilterSummary, console: Console) -> None:
+    from factory.report import diversity_line, funnel_table
+
+    console.print(funnel_table(summary.version, summary.candidates, summary.kept, summary.funnel,
+                               note="" if summary.new_version else "unchanged"))
+    console.print(diversity_line(summary.diversity), highlight=False)

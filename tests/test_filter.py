@@ -1,0 +1,170 @@
+"""The filter stage end to end over a real store: parse, quality, verify (math-verify and the
+sandbox), dedup, decontamination, select, diversity, version, and the export TRL reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from rich.console import Console
+
+from factory.build import build_dataset
+from factory.config import load_config
+from factory.export import export_version
+from factory.filter import run_filter, text_diversity
+from factory.records import Response
+
+ROOT = Path(__file__).resolve().parent.parent
+GSM8K = [json.loads(line) for line in open(ROOT / "data" / "gsm8k_train_sample.jsonl")][:6]
+GSM8K_TEST = json.loads(open(ROOT / "data" / "benchmarks" / "gsm8k_test.jsonl").readline())
+CODE = [json.loads(line) for line in open(ROOT / "data" / "code_sample.jsonl")][:2]
+GOOD_CODE = {"add_all": "def add_all(xs):\n    return sum(xs)\n", "is_palindrome": "def is_palindrome(s):\n    t = [c.lower() for c in s if c.isalpha()]\n    return t == t[::-1]\n"}
+
+
+def reference(problem: str) -> str | None:
+    for row in GSM8K + [GSM8K_TEST]:
+        if row["question"].strip().lower() in problem.lower():
+            return row["answer"].split("####")[-1].strip().replace(",", "")
+    return None
+
+
+class ScriptedTeacher:
+    """Sample 0 right, 1 wrong, 2 truncated, 3 a copy of sample 0 (math); code: right or failing."""
+
+    def __init__(self):
+        self.name, self.model = "scripted", "scripted-model"
+
+    def generate(self, requests):
+        for r in requests:
+            user = r.messages[-1]["content"]
+            if "```python" in user:
+                entry = next(c["entry_point"] for c in CODE if c["entry_point"] in user)
+                body = GOOD_CODE[entry] if r.sample_index % 2 == 0 else f"def {entry}(*a):\n    return None\n"
+                text = f"<think>I will write {entry} carefully, sample {r.sample_index}.</think>\n\n```python\n{body}```"
+                yield Response(r.request_id, r.teacher, r.model, text=text, finish_reason="stop", completion_tokens=30)
+                continue
+            ref = reference(user) or "0"
+            steps = " ".join(f"step {k} of the work for sample {r.sample_index % 3} on {ref}" for k in range(4))
+            if r.sample_index in (0, 3):
+                text, finish = f"<think>{steps}. So the total is {ref}.</think>\n\nThe answer is \\boxed{{{ref}}}.", "stop"
+            elif r.sample_index == 1:
+                text, finish = f"<think>{steps} but I slipped.</think>\n\nThe answer is \\boxed{{{int(ref) + 1}}}.", "stop"
+            else:
+                text, finish = f"<think>{steps} and then {ref}", "length"
+            yield Response(r.request_id, r.teacher, r.model, text=text, finish_reason=finish, completion_tokens=40)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
+    shutil.copytree(ROOT / "filters", tmp_path / "filters")
+    shutil.copytree(ROOT / "data" / "benchmarks", tmp_path / "data" / "benchmarks")
+    rows = list(GSM8K)
+    rows.append({"question": "  " + GSM8K[0]["question"].upper() + " ", "answer": GSM8K[0]["answer"]})  # exact dup
+    rows.append({"question": "Here is a new puzzle for you. " + GSM8K_TEST["question"], "answer": GSM8K_TEST["answer"]})
+    with open(tmp_path / "data" / "seeds.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    with open(tmp_path / "data" / "code.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in CODE)
+    (tmp_path / "factory.yaml").write_text("""
+sources:
+  - {name: gsm8k, path: data/seeds.jsonl, preset: gsm8k}
+  - {name: code, path: data/code.jsonl, preset: humaneval}
+teachers: [{name: scripted, backend: openai, model: scripted-model}]
+generation: {samples_per_seed: 4}
+filter: {sandbox_wall_s: 5}
+""")
+    return tmp_path
+
+
+def build_and_filter(project: Path, *overrides: str):
+    cfg = load_config(project / "factory.yaml", list(overrides))
+    build_dataset(cfg, console=Console(quiet=True), teachers={"scripted": ScriptedTeacher()})
+    return cfg, run_filter(cfg, console=Console(quiet=True))
+
+
+@pytest.mark.slow
+def test_funnel_keeps_one_verified_trace_per_clean_seed_and_exports_for_trl(project):
+    cfg, s = build_and_filter(project)
+    # 8 math seeds x 4 + 2 code seeds x 4
+    assert s.candidates == 40
+    f = s.funnel
+    assert f["quality"]["truncated"] == 8  # sample 2 of every math seed
+    assert f["verify"]["wrong_answer"] == 8  # sample 1
+    assert f["verify"]["tests_failed"] == 4  # odd code samples
+    assert f["dedup"]["duplicate_trace"] == 7  # sample 3 copies sample 0
+    assert f["dedup"]["duplicate_problem"] == 2  # both surviving traces of the upper-cased copy of a problem
+    assert f["decontam"] == {"contaminated:gsm8k_test": 1}  # a GSM8K test item behind a prefix
+    assert s.kept == 8 and f["select"]["not_selected"] == 2  # 6 clean math seeds + 2 code seeds, one each
+    con = duckdb.connect(str(cfg.store_path), read_only=True)
+    hit = con.execute("SELECT benchmark, item_id FROM contamination WHERE kind = 'seed'").fetchall()
+    assert hit == [("gsm8k_test", "1")]
+    assert con.execute("SELECT count(*) FROM kept WHERE version = 1 AND verified").fetchone()[0] == 8
+    con.close()
+    for key in ("distinct_1", "distinct_2", "distinct_3", "compression_ratio", "near_dup_clusters", "per_source",
+                "per_teacher", "answer_spread"):
+        assert key in s.diversity
+
+    result = export_version(cfg)
+    assert result.counts["sft"] == 8 and result.counts["dpo"] >= 6
+    import datasets
+
+    sft = datasets.load_dataset("parquet", data_files=str(result.path / "sft" / "*.parquet"), split="train")
+    row = sft[0]
+    assert [m["role"] for m in row["messages"]] == ["system", "user", "assistant"]
+    assert row["messages"][-1]["content"].startswith("<think>\n") and "\n</think>\n\n" in row["messages"][-1]["content"]
+    dpo = datasets.load_dataset("parquet", data_files=str(result.path / "dpo" / "*.parquet"), split="train")
+    assert dpo[0]["chosen"][0]["role"] == "assistant" and dpo[0]["chosen"] != dpo[0]["rejected"]
+    card = (result.path / "README.md").read_text()
+    assert "config_name: sft" in card and "config_name: dpo" in card and "MIT" in card and "contaminated" in card
+
+
+@pytest.mark.slow
+def test_refilter_is_idempotent_and_thresholds_only_redecide(project):
+    cfg, first = build_and_filter(project)
+    again = run_filter(cfg, console=Console(quiet=True))
+    assert again.version == first.version and not again.new_version
+    assert again.checks_run["parsed"] == 0 and again.checks_run["verify_math"] == 0
+    stricter = load_config(project / "factory.yaml", ["filter.per_seed=2", "filter.math.max_reasoning_words=10"])
+    third = run_filter(stricter, console=Console(quiet=True))
+    assert third.new_version and third.version == first.version + 1
+    assert third.funnel["quality"].get("too_long", 0) > 0
+    assert third.checks_run["verify_math"] == 0  # a threshold change re-decides in SQL, computes nothing
+
+
+def test_text_diversity_falls_when_the_corpus_collapses():
+    varied = [f"the {w} jumps over {v} fences quickly" for w in ("cat", "dog", "fox", "owl") for v in range(5)]
+    same = ["the cat jumps over the fence"] * 20
+    a, b = text_diversity(varied), text_diversity(same)
+    assert a["distinct_2"] > b["distinct_2"] and a["compression_ratio"] < b["compression_ratio"]
+
+
+@pytest.mark.slow
+def test_trl_trainers_accept_the_exported_rows_as_they_are(project, embedded_model, tmp_path):
+    """SFTTrainer and DPOTrainer train a few steps of a tiny Llama on the export, unchanged."""
+    trl = pytest.importorskip("trl")
+    import datasets
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    cfg, _ = build_and_filter(project)
+    out = export_version(cfg).path
+    tok = AutoTokenizer.from_pretrained(embedded_model)  # the embedded teacher's tokenizer and chat template
+    tiny = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    args = dict(max_steps=2, per_device_train_batch_size=2, report_to=[], logging_steps=1, save_strategy="no",
+                use_cpu=True, max_length=512)
+    sft = datasets.load_dataset("parquet", data_files=str(out / "sft" / "*.parquet"), split="train")
+    trainer = trl.SFTTrainer(model=LlamaForCausalLM(tiny), processing_class=tok, train_dataset=sft,
+                             args=trl.SFTConfig(output_dir=str(tmp_path / "sft"), **args))
+    assert trainer.train().training_loss > 0
+    dpo = datasets.load_dataset("parquet", data_files=str(out / "dpo" / "*.parquet"), split="train")
+    trainer = trl.DPOTrainer(model=LlamaForCausalLM(tiny), ref_model=LlamaForCausalLM(tiny), processing_class=tok,
+                             train_dataset=dpo,
+                             args=trl.DPOConfig(output_dir=str(tmp_path / "dpo"), **args))
+    assert trainer.train().training_loss > 0
