@@ -168,3 +168,39 @@ def test_trl_trainers_accept_the_exported_rows_as_they_are(project, embedded_mod
                              train_dataset=dpo,
                              args=trl.DPOConfig(output_dir=str(tmp_path / "dpo"), **args))
     assert trainer.train().training_loss > 0
+
+
+class VotingTeacher:
+    """Samples 0 and 1 give equivalent answers in different forms, sample 2 another answer."""
+
+    name, model = "voter", "voter-model"
+
+    def generate(self, requests):
+        answers = {0: "\\frac{1}{2}", 1: "0.5", 2: "3"}
+        for r in requests:
+            words = " ".join(r.seed_id[2 * k:2 * k + 5] + str(r.sample_index) for k in range(12))
+            text = f"<think>{words} for {r.seed_id[:6]}</think>\n\nThe answer is \\boxed{{{answers[r.sample_index]}}}."
+            yield Response(r.request_id, r.teacher, r.model, text=text, finish_reason="stop")
+
+
+@pytest.mark.slow
+def test_majority_vote_labels_seeds_without_a_reference(tmp_path):
+    shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
+    with open(tmp_path / "unlabelled.jsonl", "w") as f:
+        f.write(json.dumps({"q": "What is half of one?"}) + "\n" + json.dumps({"q": "What is 1 divided by 2?"}) + "\n")
+    (tmp_path / "factory.yaml").write_text("""
+sources: [{name: open, path: unlabelled.jsonl, fields: {problem: q}}]
+teachers: [{name: voter, backend: openai, model: voter-model}]
+generation: {samples_per_seed: 3}
+filter: {per_seed: 2, prefer: diverse}
+""")
+    cfg = load_config(tmp_path / "factory.yaml")
+    build_dataset(cfg, console=Console(quiet=True), teachers={"voter": VotingTeacher()})
+    s = run_filter(cfg, console=Console(quiet=True))
+    assert s.funnel["verify"] == {"majority_minority": 2}  # the '3' of each seed
+    assert s.kept == 4 and s.diversity["kept"] == 4
+    con = duckdb.connect(str(cfg.store_path), read_only=True)
+    details = [json.loads(d) for (d,) in con.execute(
+        "SELECT detail FROM checks WHERE reason = 'majority'").fetchall()]
+    assert len(details) == 4 and all(d["share"] == 0.667 and d["votes"] == 3 for d in details)
+    assert con.execute("SELECT count(*) FROM kept WHERE verified").fetchone()[0] == 4
