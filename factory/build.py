@@ -24,7 +24,7 @@ from rich.table import Table
 
 from factory.config import Config, TeacherConfig
 from factory.prompts import Prompts
-from factory.records import Request, Response, Seed
+from factory.records import Request, Seed
 from factory.sources import BadRow, plan_source, read_seeds
 from factory.store import ResponseWriter, Store
 from factory.teachers.base import Teacher

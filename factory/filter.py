@@ -17,7 +17,6 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import jinja2
 import numpy as np
@@ -178,13 +177,13 @@ def majority_vote(store: Store, cfg: Config) -> int:
         label_of: dict[str, str] = {}
         for a in sorted({a for _, a in votes}):  # each answer joins the first earlier equivalent group
             label_of[a] = next((label_of[b] for b in label_of if (seed_id, b, a) in same), a)
-        counts = Counter(label_of[a] for _, a in votes)
-        (top, n), share = counts.most_common(1)[0], counts.most_common(1)[0][1] / len(votes)
+        top, n = Counter(label_of[a] for _, a in votes).most_common(1)[0]
+        share = n / len(votes)
+        labelled = share >= cfg.filter.majority_min_share
         for request_id, a in votes:
-            agree = label_of[a] == top and share >= cfg.filter.majority_min_share
-            out.append({"request_id": request_id, "check": "verify", "passed": agree if share >= cfg.filter.majority_min_share else None,
-                        "reason": "majority" if agree else ("majority_minority" if share >= cfg.filter.majority_min_share
-                                                            else "no_majority"),
+            agree = labelled and label_of[a] == top
+            out.append({"request_id": request_id, "check": "verify", "passed": agree if labelled else None,
+                        "reason": "majority" if agree else "majority_minority" if labelled else "no_majority",
                         "detail": json.dumps({"label": top, "share": round(share, 3), "votes": len(votes)})})
     _write_checks(store, out, replace=True)  # votes change as samples arrive
     return len(out)
