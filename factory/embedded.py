@@ -215,3 +215,16 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def resolve_model(model: str) -> str:
+    """A teacher's `model`: "embedded" -> the converted SmolLM2 folder; an existing folder; else a
+    Hub name. Something that looks like a path but does not exist fails fast."""
+    if model == "embedded":
+        return str(embedded_model_path())
+    path = Path(model).expanduser()
+    if path.exists():
+        return str(path)
+    if path.is_absolute() or model.startswith((".", "~")):  # a folder, not a Hub name
+        raise FileNotFoundError(f"model folder {model} does not exist")
+    return model

@@ -109,6 +109,18 @@ def _write_checks(store: Store, rows: list[dict], replace: bool = False) -> None
         store._insert("checks", pa.Table.from_pylist(rows), conflict=conflict)
 
 
+def _write_checks_streaming(store: Store, rows: Iterator[dict], every: int) -> int:
+    """Write check rows as a checker yields them, `every` rows per commit; returns how many."""
+    done, out = 0, []
+    for row in rows:
+        out.append(row)
+        if len(out) >= every:
+            _write_checks(store, out)
+            done, out = done + len(out), []
+    _write_checks(store, out)
+    return done + len(out)
+
+
 def verify_math(store: Store, cfg: Config) -> int:
     """math-verify of the final answer against the reference, in worker processes with hard timeouts."""
     from factory.checks.math import verify_many
@@ -118,16 +130,12 @@ def verify_math(store: Store, cfg: Config) -> int:
                WHERE d.domain = 'math' AND d.answer IS NOT NULL AND p.error IS NULL AND p.answer IS NOT NULL
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
     items = ((r["request_id"], r["answer"], r["reference"]) for rows in _batches(store, query) for r in rows)
-    done, out = 0, []
     # one pool for the whole stream (a pool starts in ~2-3 s); results are written as they come
-    for key, v in verify_many(items, timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers):
-        out.append({"request_id": key, "check": "verify", "passed": v.status == "passed",
-                    "reason": "wrong_answer" if v.status == "failed" else v.status, "detail": v.detail})
-        if len(out) >= 1000:
-            _write_checks(store, out)
-            done, out = done + len(out), []
-    _write_checks(store, out)
-    return done + len(out)
+    verdicts = verify_many(items, timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers)
+    return _write_checks_streaming(store, ({
+        "request_id": key, "check": "verify", "passed": v.status == "passed",
+        "reason": "wrong_answer" if v.status == "failed" else v.status, "detail": v.detail}
+        for key, v in verdicts), every=1000)
 
 
 def verify_code(store: Store, cfg: Config) -> int:
@@ -142,15 +150,10 @@ def verify_code(store: Store, cfg: Config) -> int:
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
     limits = Limits(wall_s=cfg.filter.sandbox_wall_s)
     items = ((r["request_id"], r["answer"], r["tests"], r["entry_point"]) for rows in _batches(store, query) for r in rows)
-    done, out = 0, []
-    for key, res in run_many(items, limits, workers=cfg.filter.verify_workers):
-        out.append({"request_id": key, "check": "verify", "passed": res.status == "passed",
-                    "reason": "tests_" + res.status, "detail": (res.reason + "\n" + res.stderr_tail)[-2000:]})
-        if len(out) >= 100:
-            _write_checks(store, out)
-            done, out = done + len(out), []
-    _write_checks(store, out)
-    return done + len(out)
+    return _write_checks_streaming(store, ({
+        "request_id": key, "check": "verify", "passed": res.status == "passed",
+        "reason": "tests_" + res.status, "detail": (res.reason + "\n" + res.stderr_tail)[-2000:]}
+        for key, res in run_many(items, limits, workers=cfg.filter.verify_workers)), every=100)
 
 
 def majority_vote(store: Store, cfg: Config) -> int:

@@ -33,10 +33,10 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from factory.config import TeacherConfig
+from factory.embedded import resolve_model
 from factory.records import Request, Response
 from factory.teachers.base import by_prompt
 
@@ -117,20 +117,6 @@ class ThreadTuner:
                 self.best = min(self.times, key=self.times.get)
                 self.times = {}
         self.step += 1
-
-
-def resolve_model(model: str) -> str:
-    """"embedded" -> the converted SmolLM2 folder; an existing folder; else a Hub name."""
-    if model == "embedded":
-        from factory.embedded import embedded_model_path
-
-        return str(embedded_model_path())
-    path = Path(model).expanduser()
-    if path.exists():
-        return str(path)
-    if model.startswith(("/", "./", "../", "~")):  # meant as a folder (a Hub name never looks like this)
-        raise FileNotFoundError(f"no model folder at {path}")
-    return model
 
 
 @dataclass

@@ -47,10 +47,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from factory.config import TeacherConfig
+from factory.embedded import resolve_model
 from factory.records import Request, Response
 from factory.teachers.base import by_prompt
 
@@ -59,20 +59,6 @@ log = logging.getLogger(__name__)
 MAX_RESTARTS = 2  # an engine that dies is started again this many times, then every request errors
 MIN_PROMPT_ROOM = 1024  # max_model_len leaves at least this many tokens for prompts
 CPU_MEMORY_FRACTION = 0.5  # gpu_memory_utilization default on CPU (there: a fraction of RAM)
-
-
-def resolve_model(model: str) -> str:
-    """"embedded" -> the converted SmolLM2 folder; a folder (which must exist); else a Hub name."""
-    if model == "embedded":
-        from factory.embedded import embedded_model_path
-
-        return str(embedded_model_path())
-    path = Path(model).expanduser()
-    if path.exists():
-        return str(path)
-    if path.is_absolute() or model.startswith((".", "~")):  # a folder, not a Hub name: fail fast
-        raise FileNotFoundError(f"model folder {model} does not exist")
-    return model
 
 
 def chunks(requests: Iterable[Request], size: int) -> Iterator[list[list[Request]]]:
