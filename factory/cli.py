@@ -66,9 +66,12 @@ def _filter_and_export(cfg, export: bool = True) -> None:
         _fail(str(e))
     print_filter_summary(summary, console)
     if export:
-        result = export_version(cfg, summary.version)
-        console.print(f"exported version {result.version}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())
-                      + f" rows -> {result.path}", highlight=False)
+        _print_export(export_version(cfg, summary.version))
+
+
+def _print_export(result) -> None:
+    console.print(f"exported version {result.version}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())
+                  + f" rows -> {result.path}", highlight=False)
 
 
 @app.command("filter")
@@ -89,8 +92,7 @@ def export_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
         result = export_version(cfg, version)
     except RuntimeError as e:
         _fail(str(e))
-    console.print(f"exported version {result.version}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())
-                  + f" rows -> {result.path}", highlight=False)
+    _print_export(result)
 
 
 @app.command()
