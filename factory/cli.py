@@ -13,6 +13,8 @@ app = typer.Typer(help="Build reasoning distillation datasets and distil them in
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 build_app = typer.Typer(help="Build things from the config.", no_args_is_help=True)
 app.add_typer(build_app, name="build")
+train_app = typer.Typer(help="Distil the curated corpus into a small model with TRL.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 
 console = Console(stderr=True)
 
@@ -120,14 +122,104 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create the pr
 
 @app.command()
 def report(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
-           version: Annotated[Optional[int], typer.Option(help="Version (default: the latest).")] = None) -> None:
-    """Seeds, requests per teacher, errors by reason, then the filter funnel and diversity of a version."""
-    from factory.report import text_report
+           version: Annotated[Optional[int], typer.Option(help="Version (default: the latest).")] = None,
+           html: Annotated[Optional[Path], typer.Option(help="Where to write the HTML page "
+                                                             "(default: <workdir>/report/v<N>.html).")] = None,
+           ) -> None:
+    """Print the text summary and write a self-contained HTML report (funnel, lengths, diversity trend, cost)."""
+    from factory.report import html_report, text_report
 
     cfg = _load(config, set_)
     if not cfg.store_path.exists():
         _fail(f"{cfg.store_path}: no store yet (run `factory build dataset` first)")
     text_report(cfg, Console(), version)
+    try:
+        path = html_report(cfg, version, html)
+    except RuntimeError as e:
+        _fail(str(e))
+    console.print(f"HTML report -> {path}", highlight=False)
+
+
+PushOpt = Annotated[bool, typer.Option("--push-to-hub", help="Push the trained model to train.hub_repo_id "
+                                                             "(token from HF_TOKEN).")]
+
+
+def _train(method: str, config: Path, set_: list[str] | None, push_to_hub: bool) -> None:
+    import importlib
+
+    from factory.train.common import TrainError, print_train_summary, push_model
+
+    cfg = _load(config, set_)
+    fn = getattr(importlib.import_module(f"factory.train.{method}"), f"train_{method}")
+    try:
+        summary = fn(cfg, console=console)
+        print_train_summary(summary, console)
+        if push_to_hub:
+            console.print(f"pushed -> {push_model(cfg, summary)}", highlight=False)
+    except TrainError as e:
+        _fail(str(e))
+
+
+@train_app.command("sft")
+def train_sft_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None, push_to_hub: PushOpt = False) -> None:
+    """Supervised fine-tuning (TRL SFTTrainer) on the `sft` split: loss on the assistant turn only."""
+    _train("sft", config, set_, push_to_hub)
+
+
+@train_app.command("dpo")
+def train_dpo_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None, push_to_hub: PushOpt = False) -> None:
+    """Preference training (TRL DPOTrainer) on the `dpo` split: verified vs failed traces of a seed."""
+    _train("dpo", config, set_, push_to_hub)
+
+
+@train_app.command("distill")
+def train_distill_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
+                      push_to_hub: PushOpt = False) -> None:
+    """Distillation: soft labels from stored teacher logprobs (train.distill.mode=soft_labels) or
+    on-policy with a teacher model (mode=on_policy, TRL DistillationTrainer)."""
+    _train("distill", config, set_, push_to_hub)
+
+
+@app.command("eval")
+def eval_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
+             model: Annotated[Optional[list[str]], typer.Option(
+                 "--model", "-m", help="Model to score (repeat twice for a before/after table); "
+                                       "default: train.model.")] = None) -> None:
+    """pass@1 / pass@k of one or two models on a benchmark set, scored with the filter stage's verifiers."""
+    from factory.train.eval import EvalError, evaluate, print_eval_table
+
+    cfg = _load(config, set_)
+    try:
+        reports = evaluate(cfg, model or [cfg.train.model], console=console)
+    except EvalError as e:
+        _fail(str(e))
+    print_eval_table(reports, console)
+
+
+@app.command()
+def publish(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
+            version: Annotated[Optional[int], typer.Option(help="Version (default: the latest).")] = None,
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the folder and commit plan; upload "
+                                                                      "nothing.")] = False) -> None:
+    """Push an exported version to the Hugging Face Hub: one commit (Parquet + card), tagged v<N>."""
+    from factory.hub import HubError, print_publish, publish_version
+
+    cfg = _load(config, set_)
+    try:
+        result = publish_version(cfg, version, dry_run=dry_run, console=console)
+    except HubError as e:
+        _fail(str(e))
+    print_publish(result, console)
+
+
+@app.command()
+def refresh(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
+    """The scheduled job: lock, re-read sources, generate what is missing, filter, compare, gate, publish.
+    Exit codes: 0 published, 3 nothing new, 4 gates failed, 5 locked, 1 error (README: Scheduling)."""
+    from factory.refresh import run_refresh
+
+    cfg = _load(config, set_)
+    raise typer.Exit(run_refresh(cfg, console=console).exit_code)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,105 @@ class ExportConfig(Strict):
     shard_rows: int = Field(default=50_000, ge=1)
 
 
+class LoraConfig(Strict):
+    enabled: bool = False
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class DPOSection(Strict):
+    beta: float = Field(default=0.1, gt=0)
+    loss_type: str = "sigmoid"  # TRL's DPOConfig.loss_type
+    ref_model: str | None = None  # default: a frozen copy of the starting model
+
+
+class DistillSection(Strict):
+    mode: Literal["soft_labels", "on_policy"] = "soft_labels"
+    # soft_labels: the teacher's stored top-k logprobs (no teacher at training time)
+    # on_policy: TRL's DistillationTrainer with this teacher model (same tokenizer as the student)
+    teacher_model: str = "embedded"
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    jsd_beta: float = Field(default=0.5, ge=0, le=1)  # jsd interpolation weight
+    temperature: float = Field(default=1.0, gt=0)
+    lmbda: float = Field(default=0.5, ge=0, le=1)  # on_policy: share of batches the student generates
+    max_new_tokens: int = Field(default=128, ge=1)  # on_policy: length of student samples
+    sft_weight: float = Field(default=0.0, ge=0)  # soft_labels: add this times the hard-label NLL
+
+
+class TrainConfig(Strict):
+    """`factory train sft | dpo | distill`: TRL trainers over an exported version."""
+
+    model: str = "embedded"  # the student: "embedded", a folder, or a Hub name
+    data: str | None = None  # an export folder (with sft/ dpo/ soft_labels/); default: the version's export
+    version: int | None = None  # default: the latest version (exported first if needed)
+    output_dir: str = "models"  # relative to workdir; a run writes <output_dir>/<method>-v<version>
+    max_length: int = Field(default=1024, ge=8)
+    epochs: float = Field(default=1.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = Field(default=8, ge=1)
+    grad_accum: int = Field(default=1, ge=1)
+    learning_rate: float = Field(default=2e-5, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(default=0.03, ge=0, le=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    packing: bool = False
+    padding_free: bool = False
+    gradient_checkpointing: bool = False
+    bf16: bool | None = None  # None: bf16 on a GPU that supports it, fp32 on CPU
+    chat_template: str | None = None  # a jinja file replacing the tokenizer's chat template
+    seed: int = 42
+    logging_steps: int = Field(default=10, ge=1)
+    save_strategy: Literal["no", "steps", "epoch"] = "no"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    dpo: DPOSection = Field(default_factory=DPOSection)
+    distill: DistillSection = Field(default_factory=DistillSection)
+    hub_repo_id: str | None = None  # `--push-to-hub` target (token from HF_TOKEN)
+    extra: dict[str, Any] = Field(default_factory=dict)  # passed verbatim to the TRL config
+
+
+class EvalConfig(Strict):
+    """`factory eval`: pass@1 / pass@k on a benchmark set with the filter stage's verifiers."""
+
+    benchmark: Literal["gsm8k_test", "math500", "humaneval"] = "gsm8k_test"
+    path: str | None = None  # default: filter.benchmarks[benchmark]
+    limit: int | None = Field(default=50, ge=1)
+    samples: int = Field(default=1, ge=1)  # k in pass@k (pass@1 is averaged over the k samples)
+    temperature: float = Field(default=0.0, ge=0)  # 0: greedy (then samples should be 1)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=512, ge=1)
+    template: str | None = None  # default: math_cot.jinja / code_cot.jinja by domain
+    backend: Literal["local", "openai", "vllm"] = "local"
+    base_url: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    batch_size: int = Field(default=32, ge=1)
+    max_concurrency: int = Field(default=64, ge=1)
+    device: str = "cpu"
+    output_dir: str = "eval"  # relative to workdir
+
+
+class PublishConfig(Strict):
+    repo_id: str | None = None  # "user/name"; required to publish
+    private: bool = True
+    token_env: str = "HF_TOKEN"  # else the user's huggingface_hub login
+    branch: str = "main"
+
+
+class GatesConfig(Strict):
+    """A refreshed version is published only if every gate passes (compared with the last published one)."""
+
+    min_verified_rate: float | None = Field(default=None, ge=0, le=1)  # verified / kept
+    max_diversity_drop: float | None = Field(default=0.1, ge=0)  # relative drop allowed per diversity figure
+    max_contamination: int | None = Field(default=0, ge=0)  # contamination hits among candidates
+    min_size: int | None = Field(default=1, ge=0)  # kept traces
+
+
+class RefreshConfig(Strict):
+    publish: bool = True  # push a version that passes the gates (needs publish.repo_id)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+
+
 class Config(Strict):
     workdir: str = ".factory"  # relative to the config file's folder
     prompts_dir: str = "prompts"
@@ -122,6 +221,10 @@ class Config(Strict):
     build: BuildConfig = Field(default_factory=BuildConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    refresh: RefreshConfig = Field(default_factory=RefreshConfig)
 
     # where relative paths resolve; set by load_config, not part of the file
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -147,7 +250,10 @@ class Config(Strict):
         return self.model_dump(mode="json")
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.resolved(), sort_keys=True).encode()
+        """Hash of what shapes the corpus: training, eval, publishing and refresh settings are left out,
+        so changing them never makes a new dataset version."""
+        data = {k: v for k, v in self.resolved().items() if k not in ("train", "eval", "publish", "refresh")}
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
