@@ -1,0 +1,301 @@
+"""What every `factory train` method shares: the data, the tokenizer and model, TRL's config from
+`train.*`, LoRA, where a run writes, and how it ends (save, summary, push).
+
+Only the train/ modules import torch / transformers / trl / peft, and only inside functions, so
+importing this module (the CLI does) stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from factory.config import Config
+
+if TYPE_CHECKING:
+    import datasets
+
+# why a split can be empty: said in the one-line error
+EMPTY_HINTS = {
+    "sft": "no trace survived the filter (see `factory report`)",
+    "dpo": "needs seeds with both a verified and a failed trace",
+    "soft_labels": "needs the teacher's logprobs: set generation.logprobs > 0 and rebuild",
+}
+
+
+class TrainError(RuntimeError):
+    """A one-line, user-facing training error (the CLI prints it and exits 2)."""
+
+
+@dataclass
+class TrainSummary:
+    method: str
+    model: str
+    data: str
+    version: int | None
+    output_dir: Path
+    steps: int
+    tokens: int  # non-padding input tokens the model was trained on
+    runtime_s: float  # the training loop only (not loading or saving)
+    tokens_per_s: float
+    final_loss: float | None  # the last logged loss
+    train_loss: float | None  # the mean over the run
+    device: str
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "output_dir": str(self.output_dir)}
+
+
+def _export_folder(cfg: Config, version: int) -> Path:
+    return cfg.path(cfg.workdir) / cfg.export.dir / f"v{version}"
+
+
+def data_folder(cfg: Config) -> tuple[Path, int | None]:
+    """`train.data`, or the export of `train.version` (default: the latest), exported first if missing."""
+    if cfg.train.data:
+        folder = cfg.path(cfg.train.data)
+        if not folder.is_dir():
+            raise TrainError(f"train.data: {folder} is not a folder (expected an export with sft/ dpo/ soft_labels/)")
+        match = re.fullmatch(r"v(\d+)", folder.name)
+        return folder, int(match.group(1)) if match else None
+    from factory.export import export_version
+    from factory.store import Store
+
+    if not cfg.store_path.exists():
+        raise TrainError(f"{cfg.store_path}: no store yet (run `factory build dataset` first, or set train.data)")
+    version = cfg.train.version
+    if version is None:
+        with Store(cfg.store_path, read_only=True) as store:
+            version = store.scalar("SELECT max(version) FROM versions")
+        if version is None:
+            raise TrainError(f"{cfg.store_path}: no version yet (run `factory filter` first)")
+    folder = _export_folder(cfg, version)
+    if not folder.is_dir():
+        try:
+            folder = export_version(cfg, version).path
+        except RuntimeError as e:
+            raise TrainError(f"train.version: {e}") from None
+    return folder, version
+
+
+def load_split(cfg: Config, split: str) -> tuple[datasets.Dataset, str, int | None]:
+    """The rows of one exported split, with the data folder and version they came from."""
+    import datasets
+
+    folder, version = data_folder(cfg)
+    files = sorted((folder / split).glob("*.parquet"))
+    where = f"v{version}" if version is not None else str(folder)
+    if not files:
+        raise TrainError(f"no {split} rows in {where} ({folder / split}): {EMPTY_HINTS.get(split, 'empty split')}")
+    rows = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    if len(rows) == 0:
+        raise TrainError(f"no {split} rows in {where} ({folder / split}): {EMPTY_HINTS.get(split, 'empty split')}")
+    return rows, str(folder), version
+
+
+def model_path(name: str) -> str:
+    """"embedded" -> the converted SmolLM2 folder; a folder; else a Hub name."""
+    from factory.embedded import EmbeddedModelError, resolve_model
+
+    try:
+        return resolve_model(name)
+    except (EmbeddedModelError, FileNotFoundError) as e:
+        raise TrainError(f"train.model: {e}") from None
+
+
+def load_tokenizer(cfg: Config, name: str):
+    """The model's tokenizer, with `train.chat_template` (a jinja file) replacing its chat template
+    and a pad token (the EOS token when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path(name))
+    if cfg.train.chat_template:
+        path = cfg.path(cfg.train.chat_template)
+        if not path.is_file():
+            raise TrainError(f"train.chat_template: {path} does not exist")
+        tokenizer.chat_template = path.read_text(encoding="utf-8")
+    if not tokenizer.chat_template:
+        raise TrainError(f"train.model: {name} has no chat template (set train.chat_template to a jinja file)")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def use_bf16(cfg: Config) -> bool:
+    """bf16 on a GPU that supports it, fp32 on CPU (unless train.bf16 says otherwise)."""
+    import torch
+
+    if cfg.train.bf16 is not None:
+        return cfg.train.bf16
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def load_model(cfg: Config, name: str, *, trainable: bool = True):
+    """A causal LM in fp32 on CPU, bf16 on a bf16 GPU; frozen and in eval mode unless trainable."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if use_bf16(cfg) else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path(name), dtype=dtype)
+    except OSError as e:
+        raise TrainError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
+    if not trainable:
+        model.eval().requires_grad_(False)
+    return model
+
+
+def trl_config(cfg: Config, config_cls, output_dir: Path, **kwargs):
+    """A TRL *Config built from `train.*`; `train.extra` goes in verbatim, then kwargs override."""
+    t = cfg.train
+    cpu = device() == "cpu"
+    args = dict(
+        output_dir=str(output_dir), num_train_epochs=t.epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=min(t.warmup_ratio, 0.999),  # transformers 5: a float < 1 is a ratio of the steps
+        weight_decay=t.weight_decay, bf16=use_bf16(cfg), fp16=False, use_cpu=cpu,
+        gradient_checkpointing=t.gradient_checkpointing, seed=t.seed, logging_steps=t.logging_steps,
+        logging_first_step=True, save_strategy=t.save_strategy, report_to="none",
+        include_num_input_tokens_seen="non_padding", dataloader_pin_memory=not cpu,
+    )
+    args.update(t.extra)
+    args.update(kwargs)
+    try:
+        return config_cls(**args)
+    except (TypeError, ValueError) as e:
+        raise TrainError(f"train: {config_cls.__name__}: {str(e).splitlines()[0]}") from None
+
+
+def lora_config(cfg: Config):
+    """peft.LoraConfig from train.lora, or None when LoRA is off."""
+    lora = cfg.train.lora
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def run_dir(cfg: Config, method: str, version: int | None) -> Path:
+    """<workdir>/<train.output_dir>/<method>-v<N> (<method>-data for a train.data folder without a version)."""
+    return cfg.path(cfg.workdir) / cfg.train.output_dir / f"{method}-{'data' if version is None else f'v{version}'}"
+
+
+def _make_token_counter():
+    from transformers import TrainerCallback
+
+    class TokenCounter(TrainerCallback):
+        """Times the training loop and reads the non-padding tokens it saw (the Trainer counts them when
+        include_num_input_tokens_seen="non_padding", which trl_config sets)."""
+
+        def __init__(self):
+            self.tokens = 0
+            self.runtime_s = 0.0
+            self._started = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if args.include_num_input_tokens_seen == "no":  # a config built without trl_config
+                args.include_num_input_tokens_seen = "non_padding"
+            self._started = time.perf_counter()
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.runtime_s = time.perf_counter() - self._started
+            self.tokens = int(state.num_input_tokens_seen)
+
+        @property
+        def tokens_per_s(self) -> float:
+            return self.tokens / self.runtime_s if self.runtime_s else 0.0
+
+    return TokenCounter
+
+
+def __getattr__(name: str):
+    # TokenCounter subclasses transformers.TrainerCallback; build it on first use so that importing
+    # this module does not import transformers.
+    if name == "TokenCounter":
+        cls = _make_token_counter()
+        globals()["TokenCounter"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _losses(trainer) -> tuple[float | None, float | None]:
+    history = trainer.state.log_history
+    final = next((h["loss"] for h in reversed(history) if "loss" in h), None)
+    mean = next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None)
+    return final, mean
+
+
+def finish(trainer, cfg: Config, method: str, model_name: str, data: str, version: int | None, out: Path,
+           counter, **extra) -> TrainSummary:
+    """Save the model (LoRA: the adapter in adapter/ and the merged model), the tokenizer, the
+    resolved config (train.yaml) and summary.json; return the summary."""
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
+    model = trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
+    if hasattr(model, "merge_and_unload"):  # a peft model
+        model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    model.save_pretrained(out, safe_serialization=True)
+    trainer.processing_class.save_pretrained(out)
+    (out / "train.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False), encoding="utf-8")
+    final_loss, train_loss = _losses(trainer)
+    summary = TrainSummary(method=method, model=model_name, data=data, version=version, output_dir=out,
+                           steps=trainer.state.global_step, tokens=counter.tokens, runtime_s=round(counter.runtime_s, 3),
+                           tokens_per_s=round(counter.tokens_per_s, 1), final_loss=final_loss, train_loss=train_loss,
+                           device=device(), extra=extra)
+    (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def print_train_summary(summary: TrainSummary, console) -> None:
+    from rich.table import Table
+
+    def loss(x: float | None) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    table = Table(title=f"train {summary.method}: {summary.model} on {summary.data}", show_header=False)
+    for key, value in (("version", "-" if summary.version is None else f"v{summary.version}"),
+                       ("device", summary.device), ("steps", f"{summary.steps:,}"), ("tokens", f"{summary.tokens:,}"),
+                       ("runtime", f"{summary.runtime_s:.1f} s"), ("tokens/s", f"{summary.tokens_per_s:,.1f}"),
+                       ("final loss", loss(summary.final_loss)), ("mean train loss", loss(summary.train_loss)),
+                       *((k, str(v)) for k, v in summary.extra.items()),
+                       ("output", str(summary.output_dir))):
+        table.add_row(key, value)
+    console.print(table)
+
+
+def push_model(cfg: Config, summary: TrainSummary) -> str:
+    """Upload the run's folder to train.hub_repo_id (token from publish.token_env, default HF_TOKEN,
+    else the user's huggingface_hub login); returns the repo URL. The token is never printed."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    repo_id = cfg.train.hub_repo_id
+    if not repo_id:
+        raise TrainError("--push-to-hub needs train.hub_repo_id (e.g. --set train.hub_repo_id=user/model)")
+    api = HfApi(token=os.environ.get(cfg.publish.token_env) or None)
+    try:
+        url = api.create_repo(repo_id, repo_type="model", private=cfg.publish.private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(summary.output_dir),
+                          commit_message=f"factory train {summary.method} "
+                                         f"({'data' if summary.version is None else f'v{summary.version}'})",
+                          ignore_patterns=["checkpoint-*/**"])
+    except HfHubHTTPError as e:
+        raise TrainError(f"push to {repo_id} failed: {str(e).splitlines()[0]}") from None
+    return str(url)
