@@ -56,6 +56,12 @@ MIGRATIONS: list[str] = [
     CREATE TABLE funnel (version INTEGER NOT NULL, request_id VARCHAR NOT NULL, stage VARCHAR NOT NULL,
         reason VARCHAR NOT NULL, PRIMARY KEY (version, request_id));
     """,
+    # `factory refresh`: one row per scheduled run that got the lock, with its gates and comparison
+    """
+    CREATE TABLE refreshes (
+        refresh_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, version INTEGER,
+        compared_with INTEGER, outcome VARCHAR, exit_code INTEGER, gates JSON, comparison JSON, message VARCHAR);
+    """,
 ]
 
 _SEED_SCHEMA = pa.schema([(n, pa.string()) for n in
