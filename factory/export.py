@@ -77,6 +77,10 @@ def export_version(cfg: Config, version: int | None = None) -> ExportResult:
             WHERE q.seed_id IN (SELECT seed_id FROM kept WHERE version = ? AND verified)
               AND q.request_id IN (SELECT request_id FROM plan)
             ORDER BY q.seed_id, length(s.text), q.request_id""", [version])
+        from factory.hub import compare_versions, previous_version
+
+        old = previous_version(store, version)
+        changes = compare_versions(store, old, version) if old is not None else None
     out = cfg.path(cfg.workdir) / cfg.export.dir / f"v{version}"
     if out.exists():
         shutil.rmtree(out)
@@ -109,13 +113,36 @@ def export_version(cfg: Config, version: int | None = None) -> ExportResult:
                     "seed_id": seed_id, "source": chosen["source"]})
     n = {"sft": _write(sft, out / "sft", cfg.export.shard_rows), "dpo": _write(dpo, out / "dpo", cfg.export.shard_rows),
          "soft_labels": _write(soft, out / "soft_labels", cfg.export.shard_rows)}
-    (out / "README.md").write_text(dataset_card(cfg, version, n, counts, funnel, diversity, config_hash, sft),
+    (out / "README.md").write_text(dataset_card(cfg, version, n, counts, funnel, diversity, config_hash, sft, changes),
                                    encoding="utf-8")
     return ExportResult(version, out, n)
 
 
+def changes_section(changes: dict | None) -> str:
+    """The card's diff against the previous version (factory.hub.compare_versions)."""
+    if changes is None:
+        return "## Changes\n\nFirst version.\n"
+    old, new = f"v{changes['old']}", f"v{changes['new']}"
+    since = " (the last published version)" if changes["old_published_revision"] else ""
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.1%}"
+
+    rows = [f"| {name} | {c['old']} | {c['new']} | +{c['added']} added, -{c['removed']} removed |"
+            for name, c in (("seeds", changes["seeds"]), ("traces", changes["traces"]))]
+    v = changes["verified_rate"]
+    points = "-" if v["change"] is None else f"{v['change'] * 100:+.1f} pts"
+    rows.append(f"| verified rate | {pct(v['old'])} | {pct(v['new'])} | {points} |")
+    for key, d in changes["diversity"].items():
+        if key not in ("kept", "seeds"):
+            rel = "" if d["relative"] is None else f" ({d['relative']:+.1%})"
+            rows.append(f"| {key} | {d['old']} | {d['new']} | {d['change']:+g}{rel} |")
+    return (f"## Changes since {old}{since}\n\n| | {old} | {new} | change |\n| --- | --- | --- | --- |\n"
+            + "\n".join(rows) + "\n")
+
+
 def dataset_card(cfg: Config, version: int, n: dict, counts: dict, funnel: dict, diversity: dict,
-                 config_hash: str, sft: list[dict]) -> str:
+                 config_hash: str, sft: list[dict], changes: dict | None = None) -> str:
     import yaml
 
     licences = {}
@@ -136,19 +163,22 @@ def dataset_card(cfg: Config, version: int, n: dict, counts: dict, funnel: dict,
     sources = "\n".join(f"| {s.name} | `{Path(s.path).name}` | {licences[s.name]} |" for s in cfg.sources)
     templates = sorted({r["template"] for r in sft})
     div = "\n".join(f"| {k} | {v} |" for k, v in diversity.items())
+    hub = (f'load_dataset("{cfg.publish.repo_id}", "sft", split="train")' if cfg.publish.repo_id
+           else 'load_dataset(repo_id, "sft", split="train")')
     return f"""---
 {yaml.safe_dump(meta, sort_keys=False).strip()}
 ---
 
 # Reasoning traces (version {version})
 
-Built with [factory](https://github.com/) from {counts.get('seeds', 0)} seed problems: each trace is a
+Built with factory from {counts.get('seeds', 0)} seed problems: each trace is a
 teacher's chain of thought (`<think>…</think>`) and final answer, parsed, verified, deduplicated,
 decontaminated against benchmark test sets and selected per seed.
 
 ```python
 from datasets import load_dataset
-sft = load_dataset("parquet", data_files="sft/*.parquet", split="train")   # or load_dataset(repo_id, "sft")
+sft = {hub}   # configs: {', '.join(c['config_name'] for c in configs)}
+local = load_dataset("parquet", data_files="sft/*.parquet", split="train")   # from a downloaded copy
 ```
 
 | split | rows |
@@ -171,6 +201,7 @@ Verified traces kept: {counts.get('verified', 0)} of {counts.get('kept', 0)}.
 | --- | --- |
 {div}
 
+{changes_section(changes)}
 ## Teachers
 
 | name | backend | model |

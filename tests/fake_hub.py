@@ -249,7 +249,8 @@ class FakeHub:
             headers = {"X-Error-Message": e.message}
             if e.code:
                 headers["X-Error-Code"] = e.code
-            await JSONResponse({"error": e.message, **e.extra}, status_code=e.status, headers=headers)(scope, receive, send)
+            response = JSONResponse({"error": e.message, **e.extra}, status_code=e.status, headers=headers)
+            await response(scope, receive, send)
             return
         if isinstance(result, Response):
             await result(scope, receive, send)
@@ -290,7 +291,7 @@ class FakeHub:
         import yaml
 
         content = body.get("content", "")
-        match = re.match(r"^---\n(.*?)\n---\n", content, re.S)
+        match = re.match(r"^---\n(.*?)\n---\n", content, re.DOTALL)
         try:
             meta = yaml.safe_load(match.group(1)) if match else {}
         except yaml.YAMLError as e:
@@ -303,7 +304,7 @@ class FakeHub:
     def _create_repo(self, call, body, **_):
         self._authorize(call)
         repo_type = body.get("type") or "model"
-        repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else f"{self.user}/{body['name']}"
+        repo_id = f"{body.get('organization') or self.user}/{body['name']}"
         if repo_id in self.repos:  # the Hub's 409 carries the existing repo's url (create_repo(exist_ok=True) reads it)
             raise HubError(409, "You already created this repo", url=self._repo_url(self.repos[repo_id]))
         private = body.get("visibility", "private" if body.get("private") else "public") != "public"

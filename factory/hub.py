@@ -1,0 +1,258 @@
+"""Publishing: push an exported version to the Hugging Face Hub as one commit, tagged v<N>.
+
+The dataset repo is created if missing (private unless publish.private is false); the export
+folder (Parquet shards + the dataset card) goes up in one commit on publish.branch, which also
+deletes shards of an older version under sft/, dpo/ and soft_labels/ that this one does not have
+(so the card's `sft/*.parquet` globs never pick up stale files); the commit is tagged `v<N>` and
+its sha recorded in versions.published_revision. Publishing a version whose tag already exists
+with the same files is a no-op. The token comes from the environment (publish.token_env, else
+the user's huggingface_hub login) and is never printed, stored or written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from factory.config import Config
+from factory.store import Store
+
+REPO_TYPE = "dataset"
+MANAGED = ("sft/", "dpo/", "soft_labels/")  # folders whose files a version replaces as a whole
+
+
+class HubError(RuntimeError):
+    """A one-line, user-facing publishing error (never carries the token)."""
+
+
+@dataclass
+class PublishResult:
+    version: int
+    repo_id: str
+    revision: str | None  # the tagged commit; None on a dry run
+    tag: str
+    url: str
+    files: list[str]
+    noop: bool = False  # the tag already held these files: nothing was committed
+    dry_run: bool = False
+    plan_path: Path | None = None  # dry run: <workdir>/publish/v<N>/commit_plan.json
+    size_bytes: int = 0
+    deleted: list[str] = field(default_factory=list)  # stale shards the commit removed
+
+
+# -- comparing versions (the card's "changes" section; refresh's gates) ------------------------
+
+def previous_version(store: Store, version: int) -> int | None:
+    """What a version is compared with: the last published version before it, else the one before it."""
+    published = store.scalar("SELECT max(version) FROM versions WHERE version < ? AND published_revision IS NOT NULL",
+                             [version])
+    return published if published is not None else store.scalar("SELECT max(version) FROM versions WHERE version < ?",
+                                                                 [version])
+
+
+def compare_versions(store: Store, old: int, new: int) -> dict:
+    """Seeds and traces added/removed, verified rate and every numeric diversity figure, old vs new."""
+    info = {}
+    for v in (old, new):
+        row = store.sql("SELECT counts, diversity, published_revision FROM versions WHERE version = ?", [v])
+        if not row:
+            raise ValueError(f"no version {v} in {store.path}")
+        info[v] = (json.loads(row[0][0]), json.loads(row[0][1]), row[0][2])
+
+    def added(column: str, a: int, b: int) -> int:  # distinct `column` values kept in b but not in a
+        return store.scalar(f"SELECT count(DISTINCT {column}) FROM kept WHERE version = ? AND {column} NOT IN "
+                            f"(SELECT {column} FROM kept WHERE version = ?)", [b, a])
+
+    def kept(column: str, v: int) -> int:
+        return store.scalar(f"SELECT count(DISTINCT {column}) FROM kept WHERE version = ?", [v])
+
+    def rate(counts: dict) -> float | None:
+        return round(counts.get("verified", 0) / counts["kept"], 4) if counts.get("kept") else None
+
+    (c_old, d_old, rev_old), (c_new, d_new, _) = info[old], info[new]
+    out = {"old": old, "new": new, "old_published_revision": rev_old}
+    for name, column in (("seeds", "seed_id"), ("traces", "request_id")):
+        out[name] = {"old": kept(column, old), "new": kept(column, new),
+                     "added": added(column, old, new), "removed": added(column, new, old)}
+    r_old, r_new = rate(c_old), rate(c_new)
+    out["verified_rate"] = {"old": r_old, "new": r_new,
+                            "change": None if None in (r_old, r_new) else round(r_new - r_old, 4)}
+    out["diversity"] = {}
+    for key in d_new:
+        a, b = d_old.get(key), d_new[key]
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(b, bool):
+            out["diversity"][key] = {"old": a, "new": b, "change": round(b - a, 4),
+                                     "relative": round((b - a) / abs(a), 4) if a else None}
+    return out
+
+
+# -- publishing --------------------------------------------------------------------------------
+
+def _redact(text: str, token: str | None) -> str:
+    return text.replace(token, "<redacted>") if token else text
+
+
+def _one_line(e: BaseException, token: str | None) -> str:
+    """The Hub's status and message from a client error (or its cause), on one line, token redacted."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    cause = e
+    while cause is not None and not isinstance(cause, HfHubHTTPError):
+        cause = cause.__cause__
+    if cause is not None and getattr(cause, "response", None) is not None:
+        r = cause.response
+        message = cause.server_message or str(cause).strip().splitlines()[0]
+        text = f"{r.status_code} from {r.request.method} {r.request.url.path}: {message}"
+    else:
+        text = str(e).strip()
+    return _redact(" ".join(text.split()), token)
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _same_files(api, repo_id: str, revision: str, folder: Path, files: list[str]) -> bool:
+    """Whether `revision` holds exactly these files (the managed ones and the card), byte for byte."""
+    from huggingface_hub.hf_api import RepoFile
+    from huggingface_hub.utils.sha import git_hash
+
+    remote = {f.path: f for f in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=revision, recursive=True)
+              if isinstance(f, RepoFile) and (f.path == "README.md" or f.path.startswith(MANAGED))}
+    if set(remote) != set(files):
+        return False
+    for name in files:
+        f = remote[name]
+        local = _sha256(folder / name) if f.lfs else git_hash((folder / name).read_bytes())
+        if local != (f.lfs.sha256 if f.lfs else f.blob_id):
+            return False
+    return True
+
+
+def publish_version(cfg: Config, version: int | None = None, dry_run: bool = False,
+                    console: Console | None = None) -> PublishResult:
+    """Push the export of `version` (default: the latest) to publish.repo_id; see the module docstring."""
+    console = console or Console(stderr=True)
+    repo_id = cfg.publish.repo_id
+    if not repo_id:
+        raise HubError("publish.repo_id is not set (e.g. --set publish.repo_id=your-name/your-dataset)")
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise HubError(f"publish.repo_id: {str(e).splitlines()[0]}") from None
+    if not cfg.store_path.exists():
+        raise HubError(f"{cfg.store_path}: no store yet (run `factory build dataset` first)")
+    with Store(cfg.store_path) as store:
+        if version is None:
+            version = store.scalar("SELECT max(version) FROM versions")
+            if version is None:
+                raise HubError("no version yet: run `factory build dataset` (or `factory filter`) first")
+        row = store.sql("SELECT counts, published_revision FROM versions WHERE version = ?", [version])
+        if not row:
+            raise HubError(f"no version {version} in {cfg.store_path}")
+        counts, recorded = json.loads(row[0][0]), row[0][1]
+    folder = cfg.path(cfg.workdir) / cfg.export.dir / f"v{version}"
+    if not (folder / "README.md").is_file():
+        raise HubError(f"version {version} is not exported ({folder / 'README.md'} is missing): "
+                       f"run `factory export --version {version}`")
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    tag = f"v{version}"
+    title = (f"factory {tag}: {counts.get('kept', 0)} traces from {counts.get('seeds', 0)} seeds "
+             f"({counts.get('verified', 0)} verified)")
+    size = sum((folder / f).stat().st_size for f in files)
+
+    if dry_run:
+        from huggingface_hub import constants
+
+        out = cfg.path(cfg.workdir) / "publish" / tag
+        if out.exists():
+            shutil.rmtree(out)
+        for name in files:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / name, out / name)
+        plan = {"repo_id": repo_id, "repo_type": REPO_TYPE, "private": cfg.publish.private,
+                "branch": cfg.publish.branch, "commit_message": title, "tag": tag,
+                "operations": [{"op": "add", "path": f, "size": (folder / f).stat().st_size,
+                                "sha256": _sha256(folder / f)} for f in files],
+                "deletes": f"files under {', '.join(MANAGED)} on {cfg.publish.branch} that are not listed above "
+                           "(known only when the Hub is asked)"}
+        plan_path = out / "commit_plan.json"
+        plan_path.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+        return PublishResult(version, repo_id, None, tag, f"{constants.ENDPOINT}/datasets/{repo_id}", files,
+                             dry_run=True, plan_path=plan_path, size_bytes=size)
+
+    import httpx2
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.hf_api import RepoFile
+
+    token = os.environ.get(cfg.publish.token_env) or get_token()
+    if not token:
+        raise HubError(f"no Hugging Face token: set {cfg.publish.token_env} (publish.token_env) "
+                       "or log in with `hf auth login`")
+    api = HfApi(token=token, library_name="factory")
+    noop, deleted = False, []
+    try:
+        console.print(f"publish {tag} -> {repo_id} ({'private' if cfg.publish.private else 'public'}, "
+                      f"branch {cfg.publish.branch}): {len(files)} files, {_size(size)}", highlight=False)
+        url = str(api.create_repo(repo_id, repo_type=REPO_TYPE, private=cfg.publish.private, exist_ok=True))
+        if cfg.publish.branch != "main":
+            api.create_branch(repo_id, repo_type=REPO_TYPE, branch=cfg.publish.branch, exist_ok=True)
+        tags = {t.name: t.target_commit for t in api.list_repo_refs(repo_id, repo_type=REPO_TYPE).tags}
+        if tag in tags:
+            if recorded is None and not _same_files(api, repo_id, tags[tag], folder, files):
+                raise HubError(f"{repo_id}: tag {tag} already exists at {tags[tag][:12]} with other files; a published "
+                               f"version never changes (delete the tag on the Hub to publish this export as {tag})")
+            revision, noop = tags[tag], True
+        else:
+            head = [f.path for f in api.list_repo_tree(repo_id, repo_type=REPO_TYPE, revision=cfg.publish.branch,
+                                                       recursive=True) if isinstance(f, RepoFile)]
+            deleted = sorted(p for p in head if p.startswith(MANAGED) and p not in files)
+            ops = ([CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(folder / f)) for f in files]
+                   + [CommitOperationDelete(path_in_repo=p) for p in deleted])
+            console.print(f"one commit: {len(files)} files" + (f", {len(deleted)} stale removed" if deleted else ""),
+                          highlight=False)
+            commit = api.create_commit(repo_id, ops, commit_message=title, repo_type=REPO_TYPE,
+                                       revision=cfg.publish.branch,
+                                       commit_description=f"Dataset version {version} built by factory.")
+            revision = commit.oid
+            api.create_tag(repo_id, tag=tag, tag_message=title, revision=revision, repo_type=REPO_TYPE)
+    except HubError:
+        raise
+    except (HfHubHTTPError, httpx2.HTTPError, ValueError, RuntimeError) as e:
+        raise HubError(f"publishing {tag} to {repo_id} failed: {_one_line(e, token)}") from None
+    with Store(cfg.store_path) as store:
+        store.sql("UPDATE versions SET published_revision = ? WHERE version = ?", [revision, version])
+    return PublishResult(version, repo_id, revision, tag, url, files, noop=noop, size_bytes=size, deleted=deleted)
+
+
+def print_publish(result: PublishResult, console: Console) -> None:
+    where = f"{result.url}/tree/{result.tag}"
+    if result.dry_run:
+        console.print(f"dry run: {result.tag} -> {result.repo_id}: {len(result.files)} files, "
+                      f"{_size(result.size_bytes)} would go up in one commit, tagged {result.tag}; nothing "
+                      f"uploaded.\nfiles and commit plan -> {result.plan_path.parent}", highlight=False)
+    elif result.noop:
+        console.print(f"{result.tag} is already published: {where} (commit {result.revision[:12]}); nothing to do",
+                      highlight=False)
+    else:
+        console.print(f"published {result.tag}: {where} (commit {result.revision[:12]}, {len(result.files)} files, "
+                      f"{_size(result.size_bytes)}" + (f", {len(result.deleted)} stale files removed"
+                                                              if result.deleted else "") + ")", highlight=False)
