@@ -1,84 +1,264 @@
-"""`factory report`: what the store holds, read with SQL."""
+"""`factory report`: what the store holds, read with SQL; a text summary and a one-file HTML page.
+
+Both read the same numbers (`gather`) and show the same tables; the page adds plots (matplotlib,
+embedded as base64 PNG) so it can be mailed or archived as one file with no external requests.
+Nothing from the environment enters either: only the store.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from factory.config import Config
 from factory.store import Store
 
+# (key in versions.diversity, label, True if higher means more diverse / False if lower does / None: neither)
+DIVERSITY_FIGURES = (
+    ("kept", "kept traces", None),
+    ("distinct_1", "distinct-1", True),
+    ("distinct_2", "distinct-2", True),
+    ("distinct_3", "distinct-3", True),
+    ("compression_ratio", "compression ratio", False),
+    ("answer_spread", "answer spread", True),
+    ("near_dup_clusters", "near-dup clusters", None),
+    ("mean_reasoning_words", "mean reasoning words", None),
+)
+DROP = " ▼"  # marks a diversity figure that moved the collapsing way by more than the refresh gate allows
+LENGTHS = (("reasoning_words", "reasoning words"), ("answer_words", "answer words"),
+           ("completion_tokens", "completion tokens"))
+HISTOGRAMS = ("reasoning_words", "completion_tokens")  # measures plotted kept vs dropped
 
-def text_report(cfg: Config, console: Console, version: int | None = None) -> None:
-    with Store(cfg.store_path, read_only=True) as store:
-        seeds = store.sql("SELECT source, domain, count(*) FROM seeds GROUP BY ALL ORDER BY ALL")
-        table = Table(title="seeds")
-        for col in ("source", "domain", "seeds"):
-            table.add_column(col)
-        for row in seeds:
-            table.add_row(*map(str, row))
-        console.print(table)
-        rows = store.sql("""
-            SELECT q.teacher, q.model, count(*) AS requests, count(s.request_id) FILTER (s.error IS NULL) AS ok,
-                   count(s.request_id) FILTER (s.error IS NOT NULL) AS failed,
-                   count(*) - count(s.request_id) AS unanswered,
-                   coalesce(sum(s.prompt_tokens), 0) AS tokens_in, coalesce(sum(s.completion_tokens), 0) AS tokens_out,
-                   round(coalesce(sum(s.cost), 0), 4) AS cost
-            FROM requests q LEFT JOIN responses s USING (request_id) GROUP BY ALL ORDER BY ALL""")
-        table = Table(title="requests per teacher (all ever planned)")
-        for col in ("teacher", "model", "requests", "ok", "failed", "unanswered", "tokens in", "tokens out", "cost $"):
-            table.add_column(col)
-        for row in rows:
-            table.add_row(*map(str, row))
-        console.print(table)
-        errors = store.sql("""SELECT teacher, split_part(error, ':', 1) AS reason, count(*), sum(attempts)
-                              FROM responses WHERE error IS NOT NULL GROUP BY ALL ORDER BY 3 DESC""")
-        if errors:
-            table = Table(title="errors")
-            for col in ("teacher", "reason", "requests", "attempts"):
-                table.add_column(col)
-            for row in errors:
-                table.add_row(*map(str, row))
-            console.print(table)
-        versions = store.sql("SELECT version, created_at, counts, funnel, diversity FROM versions ORDER BY version")
-        if not versions:
-            console.print("no filtered version yet (run `factory filter`)")
-            return
-        chosen = next((v for v in versions if v[0] == version), versions[-1]) if version else versions[-1]
-        version, _, counts, funnel, diversity = chosen
-        counts = json.loads(counts)
-        console.print(funnel_table(version, counts["candidates"], counts["kept"], json.loads(funnel),
-                                   note=f"verified kept: {counts['verified']}"))
-        console.print(diversity_line(json.loads(diversity)), highlight=False)
-        trend = Table(title="diversity across versions (a falling line is a collapsing corpus)")
-        keys = ("kept", "distinct_1", "distinct_2", "distinct_3", "compression_ratio", "near_dup_clusters",
-                "answer_spread", "mean_reasoning_words")
-        trend.add_column("version")
-        for k in keys:
-            trend.add_column(k)
-        for v in versions:
-            d = json.loads(v[4])
-            trend.add_row(str(v[0]), *(str(d.get(k)) for k in keys))
-        console.print(trend)
+# The candidate traces of version $1 (kept or dropped at some stage) with what the report needs.
+_CANDIDATES = """
+WITH cand AS (
+  SELECT request_id, TRUE AS is_kept, NULL AS stage, NULL AS reason FROM kept WHERE version = $1
+  UNION ALL
+  SELECT request_id, FALSE, stage, reason FROM funnel WHERE version = $1
+), t AS (
+  SELECT c.request_id, c.is_kept, c.stage, c.reason, d.source, q.teacher,
+         coalesce(v.passed, FALSE) AS verified,
+         p.reasoning_words::BIGINT AS reasoning_words,
+         CASE WHEN trim(p.answer) <> '' THEN len(string_split_regex(trim(p.answer), '\\s+')) END::BIGINT AS answer_words,
+         s.prompt_tokens, s.completion_tokens::BIGINT AS completion_tokens, s.cost
+  FROM cand c JOIN requests q USING (request_id) JOIN seeds d USING (seed_id) JOIN responses s USING (request_id)
+  LEFT JOIN parsed p USING (request_id)
+  LEFT JOIN checks v ON v.request_id = c.request_id AND v."check" = 'verify'
+)
+"""
 
 
-def funnel_table(version: int, candidates: int, kept: int, funnel: dict, note: str = "") -> Table:
-    """Stage by stage: traces in, dropped, and why."""
+@dataclass
+class ReportTable:
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    note: str = ""
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows; `version` is None when the store has no (such) version."""
+
+    seeds: list[tuple]
+    teachers: list[tuple]  # teacher, model, requests, ok, failed, unanswered, tokens in, tokens out, cost, latency
+    errors: list[tuple]  # teacher, reason, requests, attempts, an example message
+    versions: list[dict]  # version, created_at, counts, funnel, diversity (oldest first)
+    version: dict | None = None
+    groups: list[tuple] = field(default_factory=list)  # by, name, traces, verified, kept, tokens in, out, cost
+    lengths: dict = field(default_factory=dict)  # (measure, "kept"|"all") -> (n, mean, [p10, p50, p90], max)
+    samples: dict = field(default_factory=dict)  # measure -> {"kept": [...], "dropped": [...]} for histograms
+    max_drop: float | None = None  # refresh.gates.max_diversity_drop
+
+
+def _open(cfg: Config) -> Store:
+    if not cfg.store_path.exists():
+        raise RuntimeError(f"{cfg.store_path}: no store yet (run `factory build dataset` first)")
+    return Store(cfg.store_path, read_only=True)
+
+
+def gather(cfg: Config, version: int | None = None, samples: bool = False) -> ReportData:
+    """The report's numbers, all from SQL; `samples` also fetches per-trace lengths for histograms."""
+    with _open(cfg) as store:
+        data = ReportData(
+            seeds=store.sql("SELECT source, domain, count(*) FROM seeds GROUP BY ALL ORDER BY ALL"),
+            teachers=store.sql("""
+                SELECT q.teacher, q.model, count(*), count(s.request_id) FILTER (s.error IS NULL),
+                       count(s.request_id) FILTER (s.error IS NOT NULL), count(*) - count(s.request_id),
+                       coalesce(sum(s.prompt_tokens), 0), coalesce(sum(s.completion_tokens), 0), sum(s.cost),
+                       avg(s.latency_s) FILTER (s.error IS NULL)
+                FROM requests q LEFT JOIN responses s USING (request_id) GROUP BY ALL ORDER BY ALL"""),
+            errors=store.sql("""SELECT teacher, split_part(error, ':', 1) AS reason, count(*), sum(attempts),
+                                       left(min(error), 120)
+                                FROM responses WHERE error IS NOT NULL GROUP BY ALL ORDER BY 3 DESC, 1, 2"""),
+            versions=[{"version": v, "created_at": t, "counts": json.loads(c), "funnel": json.loads(f),
+                       "diversity": json.loads(d)}
+                      for v, t, c, f, d in store.sql(
+                          "SELECT version, created_at, counts, funnel, diversity FROM versions ORDER BY version")],
+            max_drop=cfg.refresh.gates.max_diversity_drop)
+        if version is None and data.versions:
+            version = data.versions[-1]["version"]
+        data.version = next((v for v in data.versions if v["version"] == version), None)
+        if data.version is None:
+            return data
+        data.groups = store.sql(_CANDIDATES + """
+            SELECT CASE WHEN grouping(source) = 0 THEN 'source' ELSE 'teacher' END AS by,
+                   coalesce(source, teacher), count(*), count(*) FILTER (verified), count(*) FILTER (is_kept),
+                   sum(prompt_tokens), sum(completion_tokens), sum(cost)
+            FROM t GROUP BY GROUPING SETS ((source), (teacher)) ORDER BY 1, 2""", [version])
+        rows = store.sql(_CANDIDATES + """
+            SELECT measure, is_kept, count(v), avg(v), quantile_cont(v, [0.1, 0.5, 0.9]), max(v)
+            FROM (UNPIVOT (SELECT is_kept, reasoning_words, answer_words, completion_tokens FROM t)
+                  ON reasoning_words, answer_words, completion_tokens INTO NAME measure VALUE v)
+            GROUP BY GROUPING SETS ((measure, is_kept), (measure)) HAVING grouping(is_kept) = 1 OR is_kept""",
+                         [version])
+        data.lengths = {(m, "all" if kept is None else "kept"): rest for m, kept, *rest in rows}
+        if samples:
+            rows = store.sql(_CANDIDATES + f"SELECT is_kept, {', '.join(HISTOGRAMS)} FROM t", [version])
+            for i, measure in enumerate(HISTOGRAMS, start=1):
+                data.samples[measure] = {which: [r[i] for r in rows if r[0] == (which == "kept") and r[i] is not None]
+                                         for which in ("kept", "dropped")}
+    return data
+
+
+# -- tables: the same rows in the terminal and on the page ---------------------------------------
+
+def _num(x, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:,.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
+    return f"{x:,}" if isinstance(x, int) else str(x)
+
+
+def _money(x) -> str:
+    return "–" if x is None else f"{x:,.4f}" if x < 1 else f"{x:,.2f}"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "–"
+
+
+def funnel_rows(candidates: int, kept: int, funnel: dict) -> list[tuple[str, ...]]:
+    """Stage by stage: traces in, dropped, and why (then the kept count)."""
     from factory.filter import STAGES
 
-    table = Table(title=f"filter funnel, version {version}" + (f" ({note})" if note else ""))
-    for col in ("stage", "in", "dropped", "why"):
-        table.add_column(col)
-    alive = candidates
+    rows, alive = [], candidates
     for stage in STAGES:
         reasons = funnel.get(stage, {})
         dropped = sum(reasons.values())
-        table.add_row(stage, str(alive), str(dropped), ", ".join(f"{r}: {n}" for r, n in reasons.items()))
+        rows.append((stage, _num(alive), _num(dropped), ", ".join(f"{r}: {n}" for r, n in reasons.items())))
         alive -= dropped
-    table.add_row("[bold]kept[/]", str(kept), "", "")
-    return table
+    rows.append(("kept", _num(kept), "", ""))
+    return rows
+
+
+def trend_rows(versions: list[dict], max_drop: float | None) -> list[tuple[str, ...]]:
+    """One row per version; a figure that moved the collapsing way by more than `max_drop`
+    (relative; any amount when None) since the version before is marked with DROP."""
+    rows, prev = [], {}
+    for v in versions:
+        d, cells = v["diversity"], [str(v["version"])]
+        for key, _, higher in DIVERSITY_FIGURES:
+            drop = _collapsing(prev.get(key), d.get(key), higher, max_drop)
+            cells.append(_num(d.get(key)) + (DROP if drop else ""))
+        rows.append(tuple(cells))
+        prev = d
+    return rows
+
+
+def _collapsing(before, after, higher: bool | None, max_drop: float | None) -> bool:
+    """Did a figure move the less-diverse way by more than `max_drop` (relative)?"""
+    if higher is None or not isinstance(before, (int, float)) or not isinstance(after, (int, float)) or not before:
+        return False
+    return (after - before) / abs(before) * (1 if higher else -1) < -(max_drop or 0.0)
+
+
+def report_tables(data: ReportData) -> dict[str, ReportTable]:
+    """The report's tables by section name; version sections only when there is a version."""
+    tables = {
+        "seeds": ReportTable("seeds", ("source", "domain", "seeds"), [tuple(map(_num, r)) for r in data.seeds]),
+        "teachers": ReportTable(
+            "requests per teacher (all ever planned)",
+            ("teacher", "model", "requests", "ok", "failed", "unanswered", "tokens in", "tokens out", "cost $",
+             "latency s"),
+            [(t, m, *map(_num, (n, ok, bad, left, tin, tout)), _money(cost), _num(lat, 3))
+             for t, m, n, ok, bad, left, tin, tout, cost, lat in data.teachers]),
+    }
+    if data.errors:
+        tables["errors"] = ReportTable("errors", ("teacher", "reason", "requests", "attempts", "example"),
+                                       [tuple(map(_num, r)) for r in data.errors])
+    v = data.version
+    if v is None:
+        return tables
+    counts, n = v["counts"], v["version"]
+    tables["funnel"] = ReportTable(
+        f"filter funnel, version {n}", ("stage", "in", "dropped", "why"),
+        funnel_rows(counts["candidates"], counts["kept"], v["funnel"]),
+        note=f"verified kept: {counts['verified']} of {counts['kept']}")
+    tables["verified"] = ReportTable(
+        f"verified rate by source and teacher, version {n}",
+        ("by", "name", "traces", "verified", "rate", "kept", "tokens out", "cost $", "$ per kept"),
+        [(by, name, _num(total), _num(ver), _pct(ver, total), _num(kept), _num(tout), _money(cost),
+          _money(cost / kept) if cost is not None and kept else "–")
+         for by, name, total, ver, kept, _, tout, cost in data.groups],
+        note="traces: the version's candidates (answered requests of its build); verified: passed verification")
+    rows = []
+    for measure, label in LENGTHS:
+        for which in ("kept", "all"):
+            cnt, mean, pcts, top = data.lengths.get((measure, which), (0, None, None, None))
+            if cnt:
+                rows.append((label, which, _num(cnt), _num(mean, 3), *(_num(p, 3) for p in pcts), _num(top)))
+    tables["lengths"] = ReportTable(f"lengths, version {n}", ("measure", "traces", "n", "mean", "p10", "p50", "p90",
+                                                              "max"), rows)
+    drop = "any amount" if not data.max_drop else f"more than {data.max_drop:.0%}"
+    tables["trend"] = ReportTable(
+        "diversity across versions (a falling line is a collapsing corpus)",
+        ("version", *(label for _, label, _ in DIVERSITY_FIGURES)), trend_rows(data.versions, data.max_drop),
+        note=f"{DROP.strip()}: moved towards collapse by {drop} (refresh.gates.max_diversity_drop) since the version "
+             "before. Raw figures: distinct-n also falls as a corpus grows; the refresh gate compares size-matched "
+             "samples.")
+    return tables
+
+
+_NUMERIC = re.compile(r"[-\d.,%–▼ ]*")
+
+
+def _rich(table: ReportTable) -> Table:
+    out = Table(title=table.title, caption=table.note or None, caption_justify="left")
+    for i, col in enumerate(table.columns):
+        numeric = table.rows and all(_NUMERIC.fullmatch(row[i]) for row in table.rows)
+        out.add_column(col, overflow="fold", justify="right" if numeric else "left")
+    for row in table.rows:
+        out.add_row(*(Text(c, style="red" if c.endswith(DROP) else "bold" if c == "kept" else "") for c in row))
+    return out
+
+
+def text_report(cfg: Config, console: Console, version: int | None = None) -> None:
+    data = gather(cfg, version)
+    tables = report_tables(data)
+    for name in ("seeds", "teachers", "errors", "funnel", "verified", "lengths"):
+        if name in tables:
+            console.print(_rich(tables[name]))
+    if data.version is None:
+        which = "no filtered version yet (run `factory filter`)" if not data.versions else \
+            f"no version {version} (versions: {', '.join(str(v['version']) for v in data.versions)})"
+        console.print(which, style="yellow", highlight=False)
+        return
+    console.print(diversity_line(data.version["diversity"]), highlight=False)
+    console.print(_rich(tables["trend"]))
+
+
+def funnel_table(version: int, candidates: int, kept: int, funnel: dict, note: str = "") -> Table:
+    """The funnel of a filter run, for the terminal."""
+    return _rich(ReportTable(f"filter funnel, version {version}" + (f" ({note})" if note else ""),
+                             ("stage", "in", "dropped", "why"), funnel_rows(candidates, kept, funnel)))
 
 
 def diversity_line(d: dict) -> str:
@@ -87,3 +267,159 @@ def diversity_line(d: dict) -> str:
             f"answer spread {d.get('answer_spread')}, reasoning words mean {d.get('mean_reasoning_words')} "
             f"(p10/p50/p90 {d.get('reasoning_words_p10_p50_p90')}), per source {d.get('per_source')}, "
             f"per teacher {d.get('per_teacher')}")
+
+
+# -- the HTML page --------------------------------------------------------------------------------
+
+def html_report(cfg: Config, version: int | None = None, path: Path | None = None) -> Path:
+    """Write the one-file HTML report of a version (default: the latest) and return its path."""
+    import jinja2
+
+    data = gather(cfg, version, samples=True)
+    if data.version is None:
+        if not data.versions:
+            raise RuntimeError(f"{cfg.store_path}: no filtered version yet (run `factory filter` first)")
+        raise RuntimeError(f"{cfg.store_path}: no version {version} "
+                           f"(versions: {', '.join(str(v['version']) for v in data.versions)})")
+    n = data.version["version"]
+    path = Path(path) if path else cfg.path(cfg.workdir) / "report" / f"v{n}.html"
+    tables = report_tables(data)
+    counts = data.version["counts"]
+    cost = [t[8] for t in data.teachers if t[8] is not None]
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string((Path(__file__).parent / "report.html.jinja").read_text(encoding="utf-8"))
+    page = template.render(
+        version=n, created_at=str(data.version["created_at"])[:19], store=cfg.store_path.name,
+        versions=len(data.versions), tables=tables, plots=_plots(data), drop=DROP,
+        cards=[("candidates", _num(counts["candidates"])), ("kept", _num(counts["kept"])),
+               ("verified kept", f"{_num(counts['verified'])} ({_pct(counts['verified'], counts['kept'])})"),
+               ("seeds kept", _num(counts.get("seeds"))), ("versions", _num(len(data.versions))),
+               ("cost (all requests)", f"${_money(sum(cost))}" if cost else "–")])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+_STYLE = {"axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+          "axes.titlesize": 11, "axes.titleweight": "bold", "font.size": 9, "axes.prop_cycle":
+          "cycler(color=['#3b6fb6', '#e07b39', '#4a9c5d', '#c44e52', '#8172b3', '#937860'])"}
+KEPT, DROPPED = "#3b6fb6", "#c9a227"
+
+
+def _png(fig) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)  # constrained layout already fits the labels
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plots(data: ReportData) -> dict[str, str]:
+    """Section name -> base64 PNG. Figure() without pyplot: no global state, the Agg canvas."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    plots = {}
+    with matplotlib.rc_context(_STYLE):
+        plots["funnel"] = _funnel_plot(Figure(figsize=(10, 3.6), layout="constrained"), data)
+        plots["verified"] = _verified_plot(Figure(figsize=(10, 2.8), layout="constrained"), data)
+        plots["lengths"] = _lengths_plot(Figure(figsize=(10, 3), layout="constrained"), data)
+        plots["trend"] = _trend_plot(Figure(figsize=(10, 5), layout="constrained"), data)
+        plots["teachers"] = _teachers_plot(Figure(figsize=(10, 2.8), layout="constrained"), data)
+    return plots
+
+
+def _funnel_plot(fig, data: ReportData) -> str:
+    from factory.filter import STAGES
+
+    counts, funnel = data.version["counts"], data.version["funnel"]
+    left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
+    names, alive = ["candidates"], [counts["candidates"]]
+    for stage in STAGES:
+        names.append(f"after {stage}")
+        alive.append(alive[-1] - sum(funnel.get(stage, {}).values()))
+    bars = left.barh(names[::-1], alive[::-1], color=KEPT)
+    left.bar_label(bars, padding=3)
+    left.set_title("traces left after each stage")
+    reasons = [(f"{s}: {r}", k) for s in STAGES for r, k in funnel.get(s, {}).items()]
+    if reasons:
+        bars = right.barh([r for r, _ in reasons][::-1], [k for _, k in reasons][::-1], color=DROPPED)
+        right.bar_label(bars, padding=3)
+    else:
+        right.text(0.5, 0.5, "nothing dropped", ha="center", va="center", transform=right.transAxes)
+    right.set_title("dropped, by stage and reason")
+    return _png(fig)
+
+
+def _verified_plot(fig, data: ReportData) -> str:
+    axes = fig.subplots(1, 2)
+    for ax, by in zip(axes, ("source", "teacher")):
+        rows = [r for r in data.groups if r[0] == by]
+        names = [r[1] for r in rows][::-1]
+        rates = [100 * r[3] / r[2] if r[2] else 0 for r in rows][::-1]
+        bars = ax.barh(names, rates, color=KEPT if by == "source" else "#4a9c5d")
+        ax.bar_label(bars, labels=[f"{r[3]}/{r[2]}" for r in rows][::-1], padding=3)
+        ax.set_xlim(0, 115)
+        ax.set_xlabel("verified, % of traces")
+        ax.set_title(f"verified rate by {by}")
+    return _png(fig)
+
+
+def _lengths_plot(fig, data: ReportData) -> str:
+    import numpy as np
+
+    shown = [(m, label) for m, label in LENGTHS if m in HISTOGRAMS and any(data.samples[m].values())]
+    if not shown:
+        fig.text(0.5, 0.5, "no lengths recorded", ha="center")
+        return _png(fig)
+    for ax, (measure, label) in zip(np.atleast_1d(fig.subplots(1, len(shown))), shown):
+        s = data.samples[measure]
+        every = s["kept"] + s["dropped"]
+        bins = np.histogram_bin_edges(every, bins=min(30, max(5, len(set(every)))))
+        for which, color in (("dropped", DROPPED), ("kept", KEPT)):
+            if s[which]:
+                ax.hist(s[which], bins=bins, color=color, alpha=0.6, label=f"{which} ({len(s[which])})")
+        ax.set_title(label)
+        ax.set_ylabel("traces")
+        ax.legend(frameon=False)
+    return _png(fig)
+
+
+def _trend_plot(fig, data: ReportData) -> str:
+    from matplotlib.ticker import MaxNLocator
+
+    xs = [v["version"] for v in data.versions]
+    axes = fig.subplots(2, 4).ravel()
+    for ax, (key, label, higher) in zip(axes, DIVERSITY_FIGURES):
+        ys = [v["diversity"].get(key) for v in data.versions]
+        ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", color=KEPT)
+        drops = [(x, y) for x, before, y in zip(xs[1:], ys, ys[1:]) if _collapsing(before, y, higher, data.max_drop)]
+        if drops:  # the same versions the table marks
+            ax.plot(*zip(*drops), "v", color="#c44e52", markersize=9, label="towards collapse")
+        ax.set_title(label + ("" if higher is None else "\n(higher: more diverse)" if higher else "\n(lower: more diverse)"),
+                     fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("version")
+        ax.axvline(data.version["version"], color="#999", lw=0.8, ls=":")
+    return _png(fig)
+
+
+def _teachers_plot(fig, data: ReportData) -> str:
+    tokens, cost = fig.subplots(1, 2)
+    rows = data.teachers[::-1]  # barh draws bottom-up: the table's order, top to bottom
+    names = [t[0] for t in rows]
+    tin, tout = [t[6] for t in rows], [t[7] for t in rows]
+    tokens.barh(names, tin, color=KEPT, label="prompt")
+    tokens.barh(names, tout, left=tin, color=DROPPED, label="completion")
+    tokens.set_title("tokens per teacher")
+    tokens.legend(frameon=False)
+    if any(t[8] for t in rows):
+        bars = cost.barh(names, [t[8] or 0 for t in rows], color="#4a9c5d")
+        cost.bar_label(bars, labels=[_money(t[8]) for t in rows], padding=3)
+        cost.set_xlabel("USD")
+    else:
+        cost.text(0.5, 0.5, "no prices configured\n(teachers[].price_in_per_mtok / price_out_per_mtok)",
+                  ha="center", va="center", transform=cost.transAxes)
+    cost.set_title("cost per teacher")
+    return _png(fig)
