@@ -150,6 +150,18 @@ def test_publishing_the_same_version_twice_is_a_noop(project, fake_hub, monkeypa
     assert len(fake_hub.calls_to("POST", "/commit/")) == 1
 
 
+def test_a_publish_cut_off_before_its_tag_is_finished_without_a_second_commit(project, fake_hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    cfg = config(project)
+    fake_hub.fail("POST", "/tag/", 503, "service unavailable")
+    with pytest.raises(HubError, match="503 from POST"):
+        publish_version(cfg, 1, console=QUIET)
+    assert len(fake_hub.commits(REPO)) == 1 and _published(cfg, 1) is None
+    result = publish_version(cfg, 1, console=QUIET)  # the client skips unchanged files: nothing to commit
+    assert len(fake_hub.commits(REPO)) == 1 and fake_hub.repos[REPO].tags == {"v1": result.revision}
+    assert _published(cfg, 1) == result.revision == fake_hub.commits(REPO)[0].oid
+
+
 def test_next_version_replaces_stale_shards_and_its_card_shows_the_changes(project, fake_hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     cfg = config(project, "publish.private=false")
