@@ -23,7 +23,9 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 
 
 def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
