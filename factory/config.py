@@ -203,7 +203,7 @@ class GatesConfig(Strict):
 
     min_verified_rate: float | None = Field(default=None, ge=0, le=1)  # verified / kept
     max_diversity_drop: float | None = Field(default=0.1, ge=0)  # relative drop allowed per diversity figure
-    max_contamination: int | None = Field(default=0, ge=0)  # contamination hits among candidates
+    max_contamination: int | None = Field(default=0, ge=0)  # kept traces whose problem or trace matches a benchmark
     min_size: int | None = Field(default=1, ge=0)  # kept traces
 
 

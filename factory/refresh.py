@@ -145,7 +145,12 @@ def version_figures(store: Store, version: int) -> dict[str, Any]:
     return {
         "kept": kept, "seeds": counts["seeds"], "candidates": counts["candidates"],
         "verified_rate": round(counts["verified"] / kept, 4) if kept else 0.0,
-        "contamination": sum(funnel.get("decontam", {}).values()),
+        # the gate reads what the version would ship: kept traces whose problem or trace matched a
+        # benchmark (the shipped filters drop those, so this is 0 unless a project's filters/ let them
+        # through); how many candidates the decontamination step dropped is shown beside it
+        "contamination": store.scalar("""SELECT count(*) FROM kept k WHERE k.version = ? AND EXISTS (
+            SELECT 1 FROM contamination c WHERE c.id = k.request_id OR c.id = k.seed_id)""", [version]),
+        "contamination_dropped": sum(funnel.get("decontam", {}).values()),
         "unique_trace_share": round(1 - dups / reached, 4) if reached > 0 else None,
         "near_dup_clusters": diversity.get("near_dup_clusters"),
         "length": {"mean": round(diversity.get("mean_reasoning_words") or 0, 1),
@@ -384,7 +389,7 @@ def print_comparison(result: RefreshResult, console: Console) -> None:
         d = c.get(what)
         if d:
             table.add_row(what, str(d["old"]), str(d["new"]), f"+{d['added']} / -{d['removed']}")
-    for k in ("verified_rate", "contamination", "near_dup_clusters"):
+    for k in ("verified_rate", "contamination", "contamination_dropped", "near_dup_clusters"):
         table.add_row(k, str(figs_old.get(k, "")), str(figs_new[k]), "")
     ln_new, ln_old = figs_new["length"], figs_old.get("length", {})
     fmt = "{mean} ± {std} (p10/p50/p90 {p10}/{p50}/{p90})"
