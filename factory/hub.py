@@ -169,9 +169,11 @@ def publish_version(cfg: Config, version: int | None = None, dry_run: bool = Fal
             raise HubError(f"no version {version} in {cfg.store_path}")
         counts, recorded = json.loads(row[0][0]), row[0][1]
     folder = cfg.path(cfg.workdir) / cfg.export.dir / f"v{version}"
-    if not (folder / "README.md").is_file():
-        raise HubError(f"version {version} is not exported ({folder / 'README.md'} is missing): "
-                       f"run `factory export --version {version}`")
+    if not (folder / "README.md").is_file():  # not exported yet: export it (what a user would do next)
+        from factory.export import export_version
+
+        console.print(f"version {version} is not exported yet: exporting it to {folder}", highlight=False)
+        export_version(cfg, version)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     tag = f"v{version}"
     title = (f"factory {tag}: {counts.get('kept', 0)} traces from {counts.get('seeds', 0)} seeds "

@@ -230,8 +230,10 @@ def test_dry_run_writes_the_upload_and_its_plan_and_calls_nothing(project, fake_
 def test_errors_are_one_line_and_never_carry_the_token(project, fake_hub, monkeypatch):
     with pytest.raises(HubError, match="publish.repo_id is not set"):
         publish_version(load_config(project / "factory.yaml"), 1)
-    with pytest.raises(HubError, match=r"version 2 is not exported .*: run `factory export --version 2`"):
-        publish_version(config(project), 2)
+    export2 = project / ".factory" / "export" / "v2"
+    shutil.rmtree(export2, ignore_errors=True)  # not exported yet: publishing exports it first
+    plan = publish_version(config(project), 2, dry_run=True, console=QUIET)
+    assert (export2 / "README.md").is_file() and plan.files and fake_hub.calls == []
     with pytest.raises(HubError, match="no Hugging Face token: set HF_TOKEN"):
         publish_version(config(project), 1, console=QUIET)
     assert fake_hub.calls == []
