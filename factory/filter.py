@@ -15,8 +15,9 @@ import re
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jinja2
 import numpy as np
@@ -121,39 +122,53 @@ def _write_checks_streaming(store: Store, rows: Iterator[dict], every: int) -> i
     return done + len(out)
 
 
-def verify_math(store: Store, cfg: Config) -> int:
-    """math-verify of the final answer against the reference, in worker processes with hard timeouts."""
+def check_math(items: Iterable[tuple[Hashable, str, str]], cfg: Config) -> Iterator[tuple[Hashable, bool, str, str]]:
+    """(key, final answer, reference) -> (key, passed, reason, detail), as each verdict comes: math-verify
+    in worker processes with hard timeouts. Shared with `factory eval`."""
     from factory.checks.math import verify_many
 
+    # one pool for the whole stream (a pool starts in ~2-3 s)
+    for key, v in verify_many(items, timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers):
+        yield key, v.status == "passed", "wrong_answer" if v.status == "failed" else v.status, v.detail
+
+
+def check_code(items: Iterable[tuple[Hashable, str, str, str, str | None]],
+               cfg: Config) -> Iterator[tuple[Hashable, bool, str, str]]:
+    """(key, problem, code answer, tests, entry_point) -> (key, passed, reason, detail): the tests run
+    in the sandbox. Shared with `factory eval`."""
+    from factory.checks.code import Limits, run_many
+
+    # the seed's prompt goes first (as HumanEval scores prompt + completion): helpers it defines
+    # stay defined when the answer restates only the function; a full definition replaces the stub
+    runs = ((key, problem + "\n" + answer, tests, entry) for key, problem, answer, tests, entry in items)
+    for key, res in run_many(runs, Limits(wall_s=cfg.filter.sandbox_wall_s), workers=cfg.filter.verify_workers):
+        yield key, res.status == "passed", "tests_" + res.status, (res.reason + "\n" + res.stderr_tail)[-2000:]
+
+
+def _verify_rows(verdicts: Iterator[tuple[Hashable, bool, str, str]]) -> Iterator[dict]:
+    for key, passed, reason, detail in verdicts:
+        yield {"request_id": key, "check": "verify", "passed": passed, "reason": reason, "detail": detail}
+
+
+def verify_math(store: Store, cfg: Config) -> int:
+    """math-verify of the final answer against the reference; results are written as they come."""
     query = """SELECT p.request_id, p.answer, d.answer AS reference
                FROM parsed p JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
                WHERE d.domain = 'math' AND d.answer IS NOT NULL AND p.error IS NULL AND p.answer IS NOT NULL
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
     items = ((r["request_id"], r["answer"], r["reference"]) for rows in _batches(store, query) for r in rows)
-    # one pool for the whole stream (a pool starts in ~2-3 s); results are written as they come
-    verdicts = verify_many(items, timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers)
-    return _write_checks_streaming(store, ({
-        "request_id": key, "check": "verify", "passed": v.status == "passed",
-        "reason": "wrong_answer" if v.status == "failed" else v.status, "detail": v.detail}
-        for key, v in verdicts), every=1000)
+    return _write_checks_streaming(store, _verify_rows(check_math(items, cfg)), every=1000)
 
 
 def verify_code(store: Store, cfg: Config) -> int:
     """Run the seed's tests against the extracted code in the sandbox."""
-    from factory.checks.code import Limits, run_many
-
-    # the seed's prompt goes first (as HumanEval scores prompt + completion): helpers it defines
-    # stay defined when the answer restates only the function; a full definition replaces the stub
-    query = """SELECT p.request_id, d.problem || '\n' || p.answer AS answer, d.tests, d.entry_point
+    query = """SELECT p.request_id, d.problem, p.answer, d.tests, d.entry_point
                FROM parsed p JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
                WHERE d.domain = 'code' AND d.tests IS NOT NULL AND p.error IS NULL AND p.answer IS NOT NULL
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
-    limits = Limits(wall_s=cfg.filter.sandbox_wall_s)
-    items = ((r["request_id"], r["answer"], r["tests"], r["entry_point"]) for rows in _batches(store, query) for r in rows)
-    return _write_checks_streaming(store, ({
-        "request_id": key, "check": "verify", "passed": res.status == "passed",
-        "reason": "tests_" + res.status, "detail": (res.reason + "\n" + res.stderr_tail)[-2000:]}
-        for key, res in run_many(items, limits, workers=cfg.filter.verify_workers)), every=100)
+    items = ((r["request_id"], r["problem"], r["answer"], r["tests"], r["entry_point"])
+             for rows in _batches(store, query) for r in rows)
+    return _write_checks_streaming(store, _verify_rows(check_code(items, cfg)), every=100)
 
 
 def majority_vote(store: Store, cfg: Config) -> int:
@@ -251,13 +266,19 @@ def near_duplicates(store: Store, cfg: Config) -> dict[str, int]:
     return stats
 
 
+def benchmark_file(cfg: Config, path: str) -> Path:
+    """A benchmark set's file: relative to the project, else the copy that ships with factory."""
+    p = cfg.path(path)
+    if not p.exists() and shipped_root() and (shipped_root() / path).exists():
+        p = shipped_root() / path
+    return p
+
+
 def load_benchmarks(cfg: Config) -> dict[str, list[tuple[str, str]]]:
     """Benchmark items (id, text) for decontamination: question / problem / prompt of each row."""
     out = {}
     for name, path in cfg.filter.benchmarks.items():
-        p = cfg.path(path)
-        if not p.exists() and shipped_root() and (shipped_root() / path).exists():
-            p = shipped_root() / path  # the benchmark sets that ship with factory
+        p = benchmark_file(cfg, path)
         if not p.exists():
             raise FileNotFoundError(f"filter.benchmarks.{name}: {p}: no such file")
         opener = gzip.open if p.suffix == ".gz" else open

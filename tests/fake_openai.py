@@ -10,7 +10,9 @@ Raw asyncio (no framework) so that it costs little CPU when it shares cores with
     POST /reset                 forget the records
 
 Answers are deterministic: choice i of a prompt says `answer to <prompt[:40]> #i`, so tests can
-check them. Directives in the last message steer one prompt:
+check them; `replies` gives canned answers instead ({model name or prompt substring: [text of choice
+0, 1, ...]}, first match wins, choice i gets texts[i % len]), e.g. right and wrong solutions to
+benchmark items, or a better model. Directives in the last message steer one prompt:
   [[status:NNN]]    always that HTTP status (e.g. 400 to test non-retryable errors)
   [[fail:429,500]]  the first calls of this prompt get these faults in turn, then it succeeds
   [[echo_auth]]     a 401 whose message echoes the Authorization header (as some real servers
@@ -70,6 +72,7 @@ class Settings:
     reasoning: bool = False  # add message.reasoning_content
     words: int = 8  # words of filler in each answer (longer bodies for benchmarks)
     ratelimit_headers: dict[str, str] = field(default_factory=dict)  # sent on every 200
+    replies: dict[str, list[str]] = field(default_factory=dict)  # model name or prompt substring -> canned texts
     seed: int = 0
 
 
@@ -279,8 +282,10 @@ class FakeOpenAI:
         top = int(req.get("top_logprobs") or 0) if req.get("logprobs") else -1
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
         choices, completion_tokens = [], 0
+        canned = next((t for key, t in s.replies.items() if key == req.get("model") or key in prompt), None)
         for i in range(k):
-            tokens = answer_text(prompt, i, s.words).split(" ")
+            text = canned[i % len(canned)] if canned else answer_text(prompt, i, s.words)
+            tokens = text.split(" ")
             finish = "stop"
             if max_tokens is not None and len(tokens) > max_tokens:
                 tokens, finish = tokens[:max_tokens], "length"
