@@ -26,6 +26,7 @@ before math-verify is even called, where math-verify over the whole text would c
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import os
 import re
@@ -442,6 +443,11 @@ def verify_many(
     if pool is not None:
         yield from pool.verify_many(items, timeout_s=timeout_s, mode=mode)
         return
+    it = iter(items)
+    first = next(it, None)
+    if first is None:  # nothing to verify: start no workers (a refresh with nothing new pays nothing)
+        return
+    items = itertools.chain([first], it)
     with VerifyPool(workers=workers) as p:
         yield from p.verify_many(items, timeout_s=timeout_s, mode=mode)
 
