@@ -87,11 +87,14 @@ def test_samples_logprobs_and_one_response_per_request(teacher):
         for e in r.logprobs:
             top = e["top"]
             assert len(top) == 3
-            assert [lp for _, lp in top] == sorted((lp for _, lp in top), reverse=True)
-            assert all(lp <= 0 for _, lp in top) and e["logprob"] <= 0
-            assert sum(math.exp(lp) for _, lp in top) <= 1 + 1e-4
-            if e["token"] in dict(top):  # the chosen token's logprob is the one in the top-k
-                assert e["logprob"] == pytest.approx(dict(top)[e["token"]], abs=1e-5)
+            assert [lp for _, lp, _ in top] == sorted((lp for _, lp, _ in top), reverse=True)
+            assert all(lp <= 0 for _, lp, _ in top) and e["logprob"] <= 0
+            assert sum(math.exp(lp) for _, lp, _ in top) <= 1 + 1e-4
+            # token ids are stored next to the strings, and decode to them
+            assert teacher._text(e["id"]) == e["token"] and all(teacher._text(i) == t for t, _, i in top)
+            by_id = {i: lp for _, lp, i in top}
+            if e["id"] in by_id:  # the chosen token's logprob is the one in the top-k
+                assert e["logprob"] == pytest.approx(by_id[e["id"]], abs=1e-5)
             else:  # a sampled token outside the top-k is less likely than all of it
                 assert e["logprob"] <= top[-1][1] + 1e-6
 
@@ -124,6 +127,7 @@ def test_greedy_matches_transformers_generate_token_for_token(teacher, embedded_
             lp = torch.log_softmax(logits[0].float(), -1)
             assert entry["logprob"] == pytest.approx(lp[token].item(), abs=2e-3)
             assert entry["top"][0][1] == pytest.approx(entry["logprob"], abs=1e-6)  # greedy = top-1
+            assert entry["id"] == entry["top"][0][2] == token
 
 
 @pytest.mark.slow

@@ -71,9 +71,9 @@ def test_logprob_entry_orders_top_k_by_rank_and_keeps_the_chosen_token():
     # the sampled token (id 7) is outside the top 2: vllm adds it to the dict
     entry = {7: FakeLogprob(-3.0, 5, "x"), 2: FakeLogprob(-0.5, 2, " b"), 1: FakeLogprob(-0.1, 1, "a")}
     e = _logprob_entry(7, entry, 2, lambda t: f"<{t}>")
-    assert e == {"token": "x", "logprob": -3.0, "top": [["a", -0.1], [" b", -0.5]]}
+    assert e == {"token": "x", "id": 7, "logprob": -3.0, "top": [["a", -0.1, 1], [" b", -0.5, 2]]}
     e = _logprob_entry(2, {2: FakeLogprob(-0.2, 1, None)}, 3, lambda t: f"<{t}>")
-    assert e == {"token": "<2>", "logprob": -0.2, "top": [["<2>", -0.2]]}
+    assert e == {"token": "<2>", "id": 2, "logprob": -0.2, "top": [["<2>", -0.2, 2]]}
 
 
 class FakeTokenizer:
@@ -140,10 +140,11 @@ def check_logprobs(resp, k):
         assert isinstance(e["token"], str)
         assert math.isfinite(e["logprob"]) and e["logprob"] <= 0
         assert 1 <= len(e["top"]) <= k
-        tops = [lp for _, lp in e["top"]]
+        tops = [lp for _, lp, _ in e["top"]]
         assert tops == sorted(tops, reverse=True)
         assert e["logprob"] <= tops[0] + 1e-4  # nothing beats the top-1 alternative
-        assert all(isinstance(t, str) for t, _ in e["top"])
+        assert all(isinstance(t, str) and isinstance(i, int) for t, _, i in e["top"])
+        assert isinstance(e["id"], int)
 
 
 @pytest.mark.vllm

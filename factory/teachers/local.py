@@ -20,9 +20,9 @@ batching:
   mask is given), and the 4D mask is built here from the row masks.
 
 Sampling follows the request params: temperature (0: greedy), top_p, max_tokens; logprobs=k>0
-keeps, per generated token, the chosen token's logprob and the top-k alternatives, from
-log_softmax of the RAW logits (the model's own distribution, before temperature and top-p, as
-the OpenAI API and vLLM report them).
+keeps, per generated token, the chosen token (text and id), its logprob and the top-k
+alternatives ([text, logprob, id]), from log_softmax of the RAW logits (the model's own
+distribution, before temperature and top-p, as the OpenAI API and vLLM report them).
 """
 
 from __future__ import annotations
@@ -497,11 +497,13 @@ class _Engine:
             text = self.t._text
             for j, i in enumerate(want):
                 kk = rows[i].logprobs
+                # ids next to the strings: token strings are ambiguous for logit-level distillation
                 rows[i].lps.append(
                     {
                         "token": text(int(out[i])),
+                        "id": int(out[i]),
                         "logprob": chosen[j],
-                        "top": [[text(t), v] for t, v in zip(top_i[j][:kk], top_v[j][:kk])],
+                        "top": [[text(t), v, t] for t, v in zip(top_i[j][:kk], top_v[j][:kk])],
                     }
                 )
         toks = out.tolist()

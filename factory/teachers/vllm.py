@@ -33,10 +33,10 @@ Engine arguments are `engine_args` (passed to vllm.LLM as they are), over these 
   also skips the warm-up forward pass that sizes the cache, and the check that the fraction
   is free at start.
 
-Logprobs (params["logprobs"] = k > 0): one entry per generated token, {"token", "logprob",
-"top": [[token, logprob], ...]} with the top-k alternatives by rank, as the `local` and `openai`
-backends store them; like `local`, the end-of-sequence token that stopped a sample is counted
-in completion_tokens but is neither in the text nor in the logprobs.
+Logprobs (params["logprobs"] = k > 0): one entry per generated token, {"token", "id", "logprob",
+"top": [[token, logprob, id], ...]} with the top-k alternatives by rank, as the `local` backend
+stores them (`openai` stores token strings only); like `local`, the end-of-sequence token that
+stopped a sample is counted in completion_tokens but is neither in the text nor in the logprobs.
 
 vllm starts worker processes: a script that uses this backend must guard its entry point
 with `if __name__ == "__main__":`.
@@ -334,8 +334,9 @@ def _logprob_entry(token_id: int, entry: dict, k: int, text_of) -> dict[str, Any
 
     return {
         "token": text(token_id, chosen) if chosen is not None else text_of(token_id),
+        "id": int(token_id),  # ids too: token strings are ambiguous for logit-level distillation
         "logprob": float(chosen.logprob) if chosen is not None else None,
-        "top": [[text(tid, lp), float(lp.logprob)] for tid, lp in ranked[:k]],
+        "top": [[text(tid, lp), float(lp.logprob), int(tid)] for tid, lp in ranked[:k]],
     }
 
 
