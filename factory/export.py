@@ -3,7 +3,7 @@
 <workdir>/export/v<N>/
   sft/train-*.parquet          conversational `messages` (assistant: <think>\n…\n</think>\n\n…answer)
   dpo/train-*.parquet          `prompt` / `chosen` / `rejected` from a verified and a failed trace of a seed
-  soft_labels/train-*.parquet  per generated token: the teacher's top-k logprobs (when they were kept)
+  soft_labels/train-*.parquet  per generated token: the teacher's token id and top-k logprobs with their ids (when kept)
   README.md                    the dataset card (YAML metadata + counts, funnel, diversity, sources)
 """
 
@@ -62,7 +62,7 @@ def export_version(cfg: Config, version: int | None = None) -> ExportResult:
                                                   json.loads(info[0][2]), info[0][3])
         base = """SELECT k.request_id, k.seed_id, k.verified, q.messages, q.teacher, q.model, q.template,
                          d.source, d.domain, d.answer AS reference, s.text, s.reasoning AS reasoning_field,
-                         p.reasoning, p.answer, s.logprobs
+                         p.reasoning, p.answer, s.logprobs, s.finish_reason
                   FROM kept k JOIN requests q USING (request_id) JOIN responses s USING (request_id)
                   JOIN seeds d ON d.seed_id = k.seed_id JOIN parsed p USING (request_id)
                   WHERE k.version = ? ORDER BY k.seed_id, k.request_id"""
@@ -96,11 +96,15 @@ def export_version(cfg: Config, version: int | None = None) -> ExportResult:
         if r["logprobs"]:
             lps = json.loads(r["logprobs"])
             soft.append({"request_id": r["request_id"], "teacher": r["teacher"], "model": r["model"], "prompt": prompt,
-                         "completion": r["text"], "tokens": [t["token"] for t in lps],
+                         "completion": r["text"], "finish_reason": r["finish_reason"],  # "stop": an EOS followed
+                         "tokens": [t["token"] for t in lps],
                          "token_ids": [t.get("id") for t in lps] if all("id" in t for t in lps) else None,
                          "logprobs": [float(t["logprob"]) for t in lps],
                          "top_tokens": [[a[0] for a in t.get("top", [])] for t in lps],
-                         "top_logprobs": [[float(a[1]) for a in t.get("top", [])] for t in lps]})
+                         "top_logprobs": [[float(a[1]) for a in t.get("top", [])] for t in lps],
+                         # ids of the top-k (local / vllm teachers store [token, logprob, id]); None: strings only
+                         "top_ids": [[int(a[2]) for a in t.get("top", [])] for t in lps]
+                         if all(len(a) > 2 for t in lps for a in t.get("top", [])) else None})
     chosen_by_seed = {r["seed_id"]: r for r in sft if r["verified"]}
     dpo, used = [], set()
     for seed_id, text, rfield, reasoning, answer, domain, _ in rejected:
