@@ -47,6 +47,7 @@ class TrainSummary:
     train_loss: float | None  # the mean over the run
     device: str
     extra: dict = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)  # every logged training loss, in order
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "output_dir": str(self.output_dir)}
@@ -161,16 +162,18 @@ def trl_config(cfg: Config, config_cls, output_dir: Path, **kwargs):
     """A TRL *Config built from `train.*`; `train.extra` goes in verbatim, then kwargs override."""
     t = cfg.train
     cpu = device() == "cpu"
-    args = dict(
-        output_dir=str(output_dir), num_train_epochs=t.epochs, max_steps=t.max_steps,
-        per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler,
-        warmup_steps=min(t.warmup_ratio, 0.999),  # transformers 5: a float < 1 is a ratio of the steps
-        weight_decay=t.weight_decay, bf16=use_bf16(cfg), fp16=False, use_cpu=cpu,
-        gradient_checkpointing=t.gradient_checkpointing, seed=t.seed, logging_steps=t.logging_steps,
-        logging_first_step=True, save_strategy=t.save_strategy, report_to="none",
-        include_num_input_tokens_seen="non_padding", dataloader_pin_memory=not cpu,
-    )
+    args = {
+        "output_dir": str(output_dir), "num_train_epochs": t.epochs, "max_steps": t.max_steps,
+        "per_device_train_batch_size": t.batch_size, "gradient_accumulation_steps": t.grad_accum,
+        "learning_rate": t.learning_rate, "lr_scheduler_type": t.lr_scheduler,
+        "warmup_steps": min(t.warmup_ratio, 0.999),  # transformers 5: a float < 1 is a ratio of the steps
+        "weight_decay": t.weight_decay, "bf16": use_bf16(cfg), "fp16": False, "use_cpu": cpu,
+        "gradient_checkpointing": t.gradient_checkpointing,  # (TRL's default is on)
+        "seed": t.seed, "logging_steps": t.logging_steps, "logging_first_step": True,
+        "save_strategy": t.save_strategy, "report_to": "none",
+        "include_num_input_tokens_seen": "non_padding",  # what TokenCounter reads
+        "dataloader_pin_memory": not cpu,
+    }
     args.update(t.extra)
     args.update(kwargs)
     try:
@@ -233,11 +236,10 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _losses(trainer) -> tuple[float | None, float | None]:
+def _losses(trainer) -> tuple[list[float], float | None]:
     history = trainer.state.log_history
-    final = next((h["loss"] for h in reversed(history) if "loss" in h), None)
     mean = next((h["train_loss"] for h in reversed(history) if "train_loss" in h), None)
-    return final, mean
+    return [h["loss"] for h in history if "loss" in h], mean
 
 
 def finish(trainer, cfg: Config, method: str, model_name: str, data: str, version: int | None, out: Path,
@@ -254,11 +256,11 @@ def finish(trainer, cfg: Config, method: str, model_name: str, data: str, versio
     model.save_pretrained(out, safe_serialization=True)
     trainer.processing_class.save_pretrained(out)
     (out / "train.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False), encoding="utf-8")
-    final_loss, train_loss = _losses(trainer)
+    losses, train_loss = _losses(trainer)
     summary = TrainSummary(method=method, model=model_name, data=data, version=version, output_dir=out,
                            steps=trainer.state.global_step, tokens=counter.tokens, runtime_s=round(counter.runtime_s, 3),
-                           tokens_per_s=round(counter.tokens_per_s, 1), final_loss=final_loss, train_loss=train_loss,
-                           device=device(), extra=extra)
+                           tokens_per_s=round(counter.tokens_per_s, 1), final_loss=losses[-1] if losses else None,
+                           train_loss=train_loss, device=device(), extra=extra, losses=losses)
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -274,10 +276,11 @@ def print_train_summary(summary: TrainSummary, console) -> None:
                        ("device", summary.device), ("steps", f"{summary.steps:,}"), ("tokens", f"{summary.tokens:,}"),
                        ("runtime", f"{summary.runtime_s:.1f} s"), ("tokens/s", f"{summary.tokens_per_s:,.1f}"),
                        ("final loss", loss(summary.final_loss)), ("mean train loss", loss(summary.train_loss)),
-                       *((k, str(v)) for k, v in summary.extra.items()),
-                       ("output", str(summary.output_dir))):
+                       *((k, str(v)) for k, v in summary.extra.items())):
         table.add_row(key, value)
     console.print(table)
+    # outside the table, unwrapped: a path to copy
+    console.print(f"saved -> {summary.output_dir}", highlight=False, soft_wrap=True)
 
 
 def push_model(cfg: Config, summary: TrainSummary) -> str:
