@@ -198,6 +198,8 @@ def test_bad_input_is_a_one_line_error(tiny_model, tmp_path):
         train_sft(config(tmp_path, tiny_model, bad))
     with pytest.raises(TrainError, match="train.data: .* is not a folder"):
         train_sft(config(tmp_path, tiny_model, tmp_path / "nowhere"))
+    with pytest.raises(TrainError, match=r"cannot load model '.*/no-model': model folder .* does not exist"):
+        train_sft(config(tmp_path, tmp_path / "no-model", only_sft))
     with pytest.raises(TrainError, match="no store yet"):
         train_sft(config(tmp_path, tiny_model, None))
     with pytest.raises(TrainError, match="train.padding_free needs train.packing"):

@@ -107,7 +107,7 @@ def model_path(name: str) -> str:
     try:
         return resolve_model(name)
     except (EmbeddedModelError, FileNotFoundError) as e:
-        raise TrainError(f"train.model: {e}") from None
+        raise TrainError(f"cannot load model {name!r}: {e}") from None
 
 
 def load_tokenizer(cfg: Config, name: str):
@@ -115,7 +115,10 @@ def load_tokenizer(cfg: Config, name: str):
     and a pad token (the EOS token when it has none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path(name))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path(name))
+    except OSError as e:
+        raise TrainError(f"cannot load the tokenizer of {name!r}: {str(e).splitlines()[0]}") from None
     if cfg.train.chat_template:
         path = cfg.path(cfg.train.chat_template)
         if not path.is_file():

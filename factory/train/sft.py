@@ -25,6 +25,8 @@ from factory.train.common import (
 
 def prompt_completion(rows, data: str):
     """{"messages": [..., assistant]} -> {"prompt": [...], "completion": [assistant]}; other columns dropped."""
+    if "messages" not in rows.column_names:
+        raise TrainError(f"{data}/sft: no 'messages' column (got {rows.column_names})")
     for i, messages in enumerate(rows["messages"]):
         if not messages or len(messages) < 2 or messages[-1].get("role") != "assistant":
             roles = [m.get("role") for m in messages or []]
