@@ -274,8 +274,9 @@ def print_train_summary(summary: TrainSummary, console) -> None:
     def loss(x: float | None) -> str:
         return "-" if x is None else f"{x:.4f}"
 
-    table = Table(title=f"train {summary.method}: {summary.model} on {summary.data}", show_header=False)
-    for key, value in (("version", "-" if summary.version is None else f"v{summary.version}"),
+    table = Table(title=f"train {summary.method}", show_header=False)
+    for key, value in (("model", summary.model), ("data", summary.data),
+                       ("version", "-" if summary.version is None else f"v{summary.version}"),
                        ("device", summary.device), ("steps", f"{summary.steps:,}"), ("tokens", f"{summary.tokens:,}"),
                        ("runtime", f"{summary.runtime_s:.1f} s"), ("tokens/s", f"{summary.tokens_per_s:,.1f}"),
                        ("final loss", loss(summary.final_loss)), ("mean train loss", loss(summary.train_loss)),
