@@ -170,9 +170,13 @@ def main() -> None:
     if a.runner:
         return runner_main(a)
 
+    with tempfile.TemporaryDirectory(prefix="train-overhead-") as tmp:
+        compare(a, Path(tmp))
+
+
+def compare(a, work: Path) -> None:
     from factory.embedded import embedded_model_path
 
-    work = Path(tempfile.mkdtemp(prefix="train-overhead-"))
     data = write_corpus(work / "export", a.rows)
     name = a.model or ("embedded" if a.device == "cuda" else "small")
     model = str(small_model(work / "small") if name == "small" else embedded_model_path() if name == "embedded"
