@@ -25,7 +25,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 def _fail(message: str, code: int = 2) -> None:
     from rich.markup import escape
 
-    console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

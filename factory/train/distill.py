@@ -28,8 +28,18 @@ from collections import Counter
 from rich.console import Console
 
 from factory.config import Config, DistillSection
-from factory.train.common import (TrainError, TrainSummary, finish, load_model, load_split, load_tokenizer,
-                                  lora_config, model_path, run_dir, trl_config)
+from factory.train.common import (
+    TrainError,
+    TrainSummary,
+    finish,
+    load_model,
+    load_split,
+    load_tokenizer,
+    lora_config,
+    model_path,
+    run_dir,
+    trl_config,
+)
 
 TAIL_FLOOR = 1e-6  # the teacher's tail bucket never reaches 0 (reverse KL would be infinite)
 
