@@ -51,15 +51,12 @@ def _write(rows: list[dict], folder: Path, shard_rows: int) -> int:
 
 def export_version(cfg: Config, version: int | None = None) -> ExportResult:
     with Store(cfg.store_path) as store:
-        if version is None:
-            version = store.scalar("SELECT max(version) FROM versions")
-            if version is None:
-                raise RuntimeError("no version yet: run `factory filter` (or `factory build dataset`) first")
-        info = store.sql("SELECT counts, funnel, diversity, config_hash FROM versions WHERE version = ?", [version])
-        if not info:
-            raise RuntimeError(f"no version {version} in {cfg.store_path}")
-        counts, funnel, diversity, config_hash = (json.loads(info[0][0]), json.loads(info[0][1]),
-                                                  json.loads(info[0][2]), info[0][3])
+        try:
+            version, info = store.version_row(version, "counts, funnel, diversity, config_hash")
+        except LookupError as e:
+            raise RuntimeError(str(e)) from None
+        counts, funnel, diversity, config_hash = (json.loads(info[0]), json.loads(info[1]),
+                                                  json.loads(info[2]), info[3])
         base = """SELECT k.request_id, k.seed_id, k.verified, q.messages, q.teacher, q.model, q.template,
                          d.source, d.domain, d.answer AS reference, s.text, s.reasoning AS reasoning_field,
                          p.reasoning, p.answer, s.logprobs, s.finish_reason

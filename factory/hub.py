@@ -160,14 +160,11 @@ def publish_version(cfg: Config, version: int | None = None, dry_run: bool = Fal
     if not cfg.store_path.exists():
         raise HubError(f"{cfg.store_path}: no store yet (run `factory build dataset` first)")
     with Store(cfg.store_path) as store:
-        if version is None:
-            version = store.scalar("SELECT max(version) FROM versions")
-            if version is None:
-                raise HubError("no version yet: run `factory build dataset` (or `factory filter`) first")
-        row = store.sql("SELECT counts, published_revision FROM versions WHERE version = ?", [version])
-        if not row:
-            raise HubError(f"no version {version} in {cfg.store_path}")
-        counts, recorded = json.loads(row[0][0]), row[0][1]
+        try:
+            version, (counts, recorded) = store.version_row(version, "counts, published_revision")
+        except LookupError as e:
+            raise HubError(str(e)) from None
+        counts = json.loads(counts)
     folder = cfg.path(cfg.workdir) / cfg.export.dir / f"v{version}"
     if not (folder / "README.md").is_file():  # not exported yet: export it (what a user would do next)
         from factory.export import export_version

@@ -114,6 +114,17 @@ class Store:
         """Run a statement and fetch all of its rows (DuckDB wants results finished before the next)."""
         return self.con.execute(query, params or []).fetchall()
 
+    def version_row(self, version: int | None, columns: str) -> tuple[int, tuple]:
+        """(version, its `columns` from `versions`); None: the latest. LookupError: a one-line reason."""
+        if version is None:
+            version = self.scalar("SELECT max(version) FROM versions")
+            if version is None:
+                raise LookupError("no version yet: run `factory filter` (or `factory build dataset`) first")
+        rows = self.sql(f"SELECT {columns} FROM versions WHERE version = ?", [version])
+        if not rows:
+            raise LookupError(f"no version {version} in {self.path}")
+        return version, rows[0]
+
     def scalar(self, query: str, params: list | None = None):
         return self.sql(query, params)[0][0]
 
