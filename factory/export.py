@@ -49,6 +49,11 @@ def _write(rows: list[dict], folder: Path, shard_rows: int) -> int:
     return len(rows)
 
 
+def export_dir(cfg: Config, version: int) -> Path:
+    """Where version N's export lives: <workdir>/<export.dir>/v<N>."""
+    return cfg.path(cfg.workdir) / cfg.export.dir / f"v{version}"
+
+
 def export_version(cfg: Config, version: int | None = None) -> ExportResult:
     with Store(cfg.store_path) as store:
         try:
@@ -78,7 +83,7 @@ def export_version(cfg: Config, version: int | None = None) -> ExportResult:
 
         old = previous_version(store, version)
         changes = compare_versions(store, old, version) if old is not None else None
-    out = cfg.path(cfg.workdir) / cfg.export.dir / f"v{version}"
+    out = export_dir(cfg, version)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

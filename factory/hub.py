@@ -98,7 +98,18 @@ def _redact(text: str, token: str | None) -> str:
     return text.replace(token, "<redacted>") if token else text
 
 
-def _one_line(e: BaseException, token: str | None) -> str:
+def hub_token(cfg: Config) -> str:
+    """The token from publish.token_env, else the user's huggingface_hub login; HubError when neither."""
+    from huggingface_hub import get_token
+
+    token = os.environ.get(cfg.publish.token_env) or get_token()
+    if not token:
+        raise HubError(f"no Hugging Face token: set {cfg.publish.token_env} (publish.token_env) "
+                       "or log in with `hf auth login`")
+    return token
+
+
+def one_line(e: BaseException, token: str | None) -> str:
     """The Hub's status and message from a client error (or its cause), on one line, token redacted."""
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -165,9 +176,10 @@ def publish_version(cfg: Config, version: int | None = None, dry_run: bool = Fal
         except LookupError as e:
             raise HubError(str(e)) from None
         counts = json.loads(counts)
-    folder = cfg.path(cfg.workdir) / cfg.export.dir / f"v{version}"
+    from factory.export import export_dir, export_version
+
+    folder = export_dir(cfg, version)
     if not (folder / "README.md").is_file():  # not exported yet: export it (what a user would do next)
-        from factory.export import export_version
 
         console.print(f"version {version} is not exported yet: exporting it to {folder}", highlight=False)
         export_version(cfg, version)
@@ -198,14 +210,11 @@ def publish_version(cfg: Config, version: int | None = None, dry_run: bool = Fal
                              dry_run=True, plan_path=plan_path, size_bytes=size)
 
     import httpx2
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.hf_api import RepoFile
 
-    token = os.environ.get(cfg.publish.token_env) or get_token()
-    if not token:
-        raise HubError(f"no Hugging Face token: set {cfg.publish.token_env} (publish.token_env) "
-                       "or log in with `hf auth login`")
+    token = hub_token(cfg)
     api = HfApi(token=token, library_name="factory")
     noop, deleted = False, []
     try:
@@ -236,7 +245,7 @@ def publish_version(cfg: Config, version: int | None = None, dry_run: bool = Fal
     except HubError:
         raise
     except (HfHubHTTPError, httpx2.HTTPError, ValueError, RuntimeError) as e:
-        raise HubError(f"publishing {tag} to {repo_id} failed: {_one_line(e, token)}") from None
+        raise HubError(f"publishing {tag} to {repo_id} failed: {one_line(e, token)}") from None
     with Store(cfg.store_path) as store:
         store.sql("UPDATE versions SET published_revision = ? WHERE version = ?", [revision, version])
     return PublishResult(version, repo_id, revision, tag, url, files, noop=noop, size_bytes=size, deleted=deleted)

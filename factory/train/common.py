@@ -8,7 +8,6 @@ importing this module (the CLI does) stays cheap.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,10 +52,6 @@ class TrainSummary:
         return {**asdict(self), "output_dir": str(self.output_dir)}
 
 
-def _export_folder(cfg: Config, version: int) -> Path:
-    return cfg.path(cfg.workdir) / cfg.export.dir / f"v{version}"
-
-
 def data_folder(cfg: Config) -> tuple[Path, int | None]:
     """`train.data`, or the export of `train.version` (default: the latest), exported first if missing."""
     if cfg.train.data:
@@ -65,23 +60,19 @@ def data_folder(cfg: Config) -> tuple[Path, int | None]:
             raise TrainError(f"train.data: {folder} is not a folder (expected an export with sft/ dpo/ soft_labels/)")
         match = re.fullmatch(r"v(\d+)", folder.name)
         return folder, int(match.group(1)) if match else None
-    from factory.export import export_version
+    from factory.export import export_dir, export_version
     from factory.store import Store
 
     if not cfg.store_path.exists():
         raise TrainError(f"{cfg.store_path}: no store yet (run `factory build dataset` first, or set train.data)")
-    version = cfg.train.version
-    if version is None:
-        with Store(cfg.store_path, read_only=True) as store:
-            version = store.scalar("SELECT max(version) FROM versions")
-        if version is None:
-            raise TrainError(f"{cfg.store_path}: no version yet (run `factory filter` first)")
-    folder = _export_folder(cfg, version)
-    if not folder.is_dir():
+    with Store(cfg.store_path, read_only=True) as store:
         try:
-            folder = export_version(cfg, version).path
-        except RuntimeError as e:
+            version, _ = store.version_row(cfg.train.version, "version")
+        except LookupError as e:
             raise TrainError(f"train.version: {e}") from None
+    folder = export_dir(cfg, version)
+    if not folder.is_dir():
+        folder = export_version(cfg, version).path
     return folder, version
 
 
@@ -293,10 +284,16 @@ def push_model(cfg: Config, summary: TrainSummary) -> str:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
+    from factory.hub import HubError, hub_token, one_line
+
     repo_id = cfg.train.hub_repo_id
     if not repo_id:
         raise TrainError("--push-to-hub needs train.hub_repo_id (e.g. --set train.hub_repo_id=user/model)")
-    api = HfApi(token=os.environ.get(cfg.publish.token_env) or None)
+    try:
+        token = hub_token(cfg)
+    except HubError as e:
+        raise TrainError(str(e)) from None
+    api = HfApi(token=token, library_name="factory")
     try:
         url = api.create_repo(repo_id, repo_type="model", private=cfg.publish.private, exist_ok=True)
         api.upload_folder(repo_id=repo_id, repo_type="model", folder_path=str(summary.output_dir),
@@ -304,5 +301,5 @@ def push_model(cfg: Config, summary: TrainSummary) -> str:
                                          f"({'data' if summary.version is None else f'v{summary.version}'})",
                           ignore_patterns=["checkpoint-*/**"])
     except HfHubHTTPError as e:
-        raise TrainError(f"push to {repo_id} failed: {str(e).splitlines()[0]}") from None
+        raise TrainError(f"push to {repo_id} failed: {one_line(e, token)}") from None
     return str(url)
