@@ -320,6 +320,20 @@ def decontaminate(store: Store, cfg: Config) -> int:
 
 # -- diversity ---------------------------------------------------------------------------------
 
+# the way each diversity figure moves as a corpus collapses: True = higher is more diverse
+MORE_DIVERSE_WHEN_HIGHER = {"distinct_1": True, "distinct_2": True, "distinct_3": True, "answer_spread": True,
+                            "unique_trace_share": True, "compression_ratio": False}
+
+
+def collapse_drop(name: str, old, new) -> float | None:
+    """How far a diversity figure moved towards collapse, relative to `old` (negative: away from it);
+    None for a figure without such a direction, or without two values to compare (old > 0)."""
+    higher = MORE_DIVERSE_WHEN_HIGHER.get(name)
+    if higher is None or not isinstance(old, (int, float)) or not isinstance(new, (int, float)) or old <= 0:
+        return None
+    return ((old - new) if higher else (new - old)) / old
+
+
 def text_diversity(texts: list[str]) -> dict[str, float]:
     """distinct-1/2/3 (unique n-grams / all n-grams) and the compression ratio (raw / zlib) of the corpus."""
     tokens = [_WORD.findall(t.lower()) for t in texts]

@@ -36,9 +36,8 @@ EXIT_LOCKED = 5  # another refresh holds the project's lock; nothing was touched
 LOCK_NAME = "refresh.lock"
 ACCEPTED = ("published", "passed")  # outcomes that make a version the baseline of the next comparison
 DECIDED = ACCEPTED + ("gates_failed",)  # outcomes after which a version is not gated again
-# size-matched text figures, higher = more diverse (compression_ratio is inverted: higher = more repetitive)
+# the text figures measured on size-matched samples (which way each collapses: filter.collapse_drop)
 TEXT_FIGURES = ("distinct_1", "distinct_2", "distinct_3", "compression_ratio")
-LOWER_IS_BETTER = {"compression_ratio"}
 SAMPLE_WORDS = 200_000  # text diversity figures are measured on at most this many words of each version
 SHOW_REMOVED = 5  # removed seeds listed by id; the rest are counted
 
@@ -185,13 +184,6 @@ def _first_words(traces: list[list[str]], budget: int) -> list[str]:
     return out
 
 
-def _relative_drop(name: str, old: float | None, new: float | None) -> float | None:
-    if old is None or new is None or old <= 0:
-        return None
-    change = (new - old) if name in LOWER_IS_BETTER else (old - new)
-    return round(change / old, 4)
-
-
 def compare(store: Store, old: int | None, new: int) -> dict[str, Any]:
     """hub.compare_versions (seeds and traces added / removed, verified rate, the stored diversity
     figures), plus what the gates read: each version's figures (size, verified rate, contamination
@@ -201,7 +193,7 @@ def compare(store: Store, old: int | None, new: int) -> dict[str, Any]:
     are measured on the same number of words (the smaller version's, at most SAMPLE_WORDS), taken in
     a fixed random order; the unique-trace share is a rate already.
     """
-    from factory.filter import text_diversity
+    from factory.filter import collapse_drop, text_diversity
 
     after = version_figures(store, new)
     if old is None:
@@ -215,7 +207,8 @@ def compare(store: Store, old: int | None, new: int) -> dict[str, Any]:
     gate = {k: {"old": sized[0].get(k), "new": sized[1].get(k)} for k in TEXT_FIGURES}
     gate["unique_trace_share"] = {"old": before["unique_trace_share"], "new": after["unique_trace_share"]}
     for k, d in gate.items():
-        d["drop"] = _relative_drop(k, d["old"], d["new"])
+        drop = collapse_drop(k, d["old"], d["new"])
+        d["drop"] = None if drop is None else round(drop, 4)
     out["diversity_gate"] = gate
     out["diversity_gate_words"] = n
     return out

@@ -19,16 +19,16 @@ from rich.text import Text
 from factory.config import Config
 from factory.store import Store
 
-# (key in versions.diversity, label, True if higher means more diverse / False if lower does / None: neither)
+# (key in versions.diversity, label); which way is more diverse: filter.MORE_DIVERSE_WHEN_HIGHER
 DIVERSITY_FIGURES = (
-    ("kept", "kept traces", None),
-    ("distinct_1", "distinct-1", True),
-    ("distinct_2", "distinct-2", True),
-    ("distinct_3", "distinct-3", True),
-    ("compression_ratio", "compression ratio", False),
-    ("answer_spread", "answer spread", True),
-    ("near_dup_clusters", "near-dup clusters", None),
-    ("mean_reasoning_words", "mean reasoning words", None),
+    ("kept", "kept traces"),
+    ("distinct_1", "distinct-1"),
+    ("distinct_2", "distinct-2"),
+    ("distinct_3", "distinct-3"),
+    ("compression_ratio", "compression ratio"),
+    ("answer_spread", "answer spread"),
+    ("near_dup_clusters", "near-dup clusters"),
+    ("mean_reasoning_words", "mean reasoning words"),
 )
 DROP = " ▼"  # marks a diversity figure that moved the collapsing way by more than the refresh gate allows
 LENGTHS = (("reasoning_words", "reasoning words"), ("answer_words", "answer words"),
@@ -165,19 +165,20 @@ def trend_rows(versions: list[dict], max_drop: float | None) -> list[tuple[str, 
     rows, prev = [], {}
     for v in versions:
         d, cells = v["diversity"], [str(v["version"])]
-        for key, _, higher in DIVERSITY_FIGURES:
-            drop = _collapsing(prev.get(key), d.get(key), higher, max_drop)
+        for key, _ in DIVERSITY_FIGURES:
+            drop = _collapsing(key, prev.get(key), d.get(key), max_drop)
             cells.append(_num(d.get(key)) + (DROP if drop else ""))
         rows.append(tuple(cells))
         prev = d
     return rows
 
 
-def _collapsing(before, after, higher: bool | None, max_drop: float | None) -> bool:
+def _collapsing(key: str, before, after, max_drop: float | None) -> bool:
     """Did a figure move the less-diverse way by more than `max_drop` (relative)?"""
-    if higher is None or not isinstance(before, (int, float)) or not isinstance(after, (int, float)) or not before:
-        return False
-    return (after - before) / abs(before) * (1 if higher else -1) < -(max_drop or 0.0)
+    from factory.filter import collapse_drop
+
+    drop = collapse_drop(key, before, after)
+    return drop is not None and drop > (max_drop or 0.0)
 
 
 def report_tables(data: ReportData) -> dict[str, ReportTable]:
@@ -220,7 +221,7 @@ def report_tables(data: ReportData) -> dict[str, ReportTable]:
     drop = "any amount" if not data.max_drop else f"more than {data.max_drop:.0%}"
     tables["trend"] = ReportTable(
         "diversity across versions (a falling line is a collapsing corpus)",
-        ("version", *(label for _, label, _ in DIVERSITY_FIGURES)), trend_rows(data.versions, data.max_drop),
+        ("version", *(label for _, label in DIVERSITY_FIGURES)), trend_rows(data.versions, data.max_drop),
         note=f"{DROP.strip()}: moved towards collapse by {drop} (refresh.gates.max_diversity_drop) since the version "
              "before. Raw figures: distinct-n also falls as a corpus grows; the refresh gate compares size-matched "
              "samples.")
@@ -391,10 +392,13 @@ def _trend_plot(fig, data: ReportData) -> str:
 
     xs = [v["version"] for v in data.versions]
     axes = fig.subplots(2, 4).ravel()
-    for ax, (key, label, higher) in zip(axes, DIVERSITY_FIGURES):
+    from factory.filter import MORE_DIVERSE_WHEN_HIGHER
+
+    for ax, (key, label) in zip(axes, DIVERSITY_FIGURES):
+        higher = MORE_DIVERSE_WHEN_HIGHER.get(key)
         ys = [v["diversity"].get(key) for v in data.versions]
         ax.plot(xs, [float("nan") if y is None else y for y in ys], marker="o", color=KEPT)
-        drops = [(x, y) for x, before, y in zip(xs[1:], ys, ys[1:]) if _collapsing(before, y, higher, data.max_drop)]
+        drops = [(x, y) for x, before, y in zip(xs[1:], ys, ys[1:]) if _collapsing(key, before, y, data.max_drop)]
         if drops:  # the same versions the table marks
             ax.plot(*zip(*drops), "v", color="#c44e52", markersize=9, label="towards collapse")
         ax.set_title(label + ("" if higher is None else "\n(higher: more diverse)" if higher else "\n(lower: more diverse)"),
