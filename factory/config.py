@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -26,16 +26,44 @@ class Strict(BaseModel):
 
 class SourceConfig(Strict):
     name: str
-    path: str  # a JSONL / Parquet file, or an HF dataset (local folder or Hub name) with format: hf
-    format: Literal["jsonl", "parquet", "hf"] | None = None  # None: from the file extension
+    path: str  # a JSONL / JSON / Parquet file, or an HF dataset (local folder or Hub name) with format: hf
+    format: Literal["jsonl", "json", "parquet", "hf"] | None = None  # None: from the file extension
     preset: Literal["gsm8k", "math500", "humaneval"] | None = None  # a shipped field mapping
-    fields: dict[str, str] = Field(default_factory=dict)  # record field -> source column
-    answer_after: str | None = None  # keep only the text after this marker as the answer ("####")
+    # record field -> a source column, or a jinja expression over the row ("{{ Body }} {{ Question }}",
+    # `row["Question Text"]` for column names that are not identifiers)
+    fields: dict[str, str] = Field(default_factory=dict)
+    # reference extraction from the answer field: at most one of these three (a preset's is replaced)
+    answer_after: str | None = None  # the text after the LAST marker ("####")
+    answer_boxed: bool = False  # the content of the LAST non-empty \boxed{} (a worked solution)
+    answer_regex: str | None = None  # the first group (or the whole match) of the LAST match
+    strip_units: bool = False  # then drop units, currency and thousands separators: "9 (apples)" -> "9"
+    # stop the build when a larger share of this source's math references cannot be verified against
+    max_unusable_references: float = Field(default=0.05, ge=0, le=1)
     domain: Literal["math", "code"] | None = None
     split: str = "train"  # HF datasets only
     limit: int | None = Field(default=None, ge=1)
     template: str | None = None  # default: math_cot.jinja / code_cot.jinja by domain
     licence: str | None = None
+
+    @field_validator("answer_regex")
+    @classmethod
+    def _regex_compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            import re
+
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ValueError(f"not a regular expression: {e}") from None
+        return pattern
+
+    @model_validator(mode="after")
+    def _one_answer_extraction(self) -> SourceConfig:
+        chosen = [k for k in ("answer_after", "answer_regex") if getattr(self, k)] + (
+            ["answer_boxed"] if self.answer_boxed else [])
+        if len(chosen) > 1:
+            raise ValueError(f"source '{self.name}': choose one of {' / '.join(chosen)} to extract the reference")
+        return self
 
 
 class TeacherConfig(Strict):
@@ -50,6 +78,7 @@ class TeacherConfig(Strict):
     tpm: int | None = Field(default=None, ge=1)  # tokens per minute (prompt + completion)
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
+    generate: bool = True  # false: a judge or student only, asked for no traces of its own
     use_n: bool = True  # ask for all samples of one prompt in one call (n=k) where the server honours it
     extra_body: dict[str, Any] = Field(default_factory=dict)
     # local (transformers) and vllm
@@ -86,6 +115,10 @@ class QualityConfig(Strict):
     max_reasoning_words: int = Field(default=8000, ge=1)
     max_repetition: float = Field(default=0.5, ge=0, le=1)  # share of repeated word 4-grams in the reasoning
     allow_truncated: bool = False
+    # math only: an LLM judge (a teacher's name) for the pairs the symbolic verifier cannot decide
+    judge: str | None = None
+    judge_template: str = "judge.jinja"
+    judge_max_tokens: int = Field(default=512, ge=1)
 
 
 class FilterConfig(Strict):
@@ -238,6 +271,15 @@ class Config(Strict):
             raise ValueError(f"teacher names must be unique, repeated: {sorted(dup)}")
         return teachers
 
+    @model_validator(mode="after")
+    def _judge_is_a_teacher(self) -> Config:
+        names = [t.name for t in self.teachers]
+        if self.filter.math.judge and self.filter.math.judge not in names:
+            raise ValueError(f"filter.math.judge: no teacher named '{self.filter.math.judge}' (teachers: {names})")
+        if self.filter.code.judge:
+            raise ValueError("filter.code.judge: the LLM judge is for math answers; code is judged by its tests")
+        return self
+
     def path(self, p: str) -> Path:
         q = Path(p).expanduser()
         return q if q.is_absolute() else self.base_dir / q
@@ -268,8 +310,46 @@ def shipped_root() -> Path | None:
     return None
 
 
-def _parse_value(text: str) -> Any:
-    """`--set` values are YAML scalars: 4, 0.5, true, null, [a, b] — or plain strings."""
+def _field_annotation(parts: list[str]) -> Any:
+    """The type annotation of the config field at a `--set` path (None when the path is unknown)."""
+    import typing
+
+    node: Any = Config
+    for part in parts:
+        origin = typing.get_origin(node)
+        args = [a for a in typing.get_args(node) if a is not type(None)]
+        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+            node, origin, args = args[0], typing.get_origin(args[0]), typing.get_args(args[0])
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part)
+            if field is None:
+                return None
+            node = field.annotation
+        elif origin is list and part.isdigit():
+            node = args[0] if args else None
+        elif origin is dict:
+            node = args[1] if len(args) == 2 else None
+        else:
+            return None
+    return node
+
+
+def _takes_text_only(annotation: Any) -> bool:
+    """A field whose only non-null type is str: its `--set` value is the literal text."""
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] if typing.get_args(annotation) else [annotation]
+    return bool(args) and all(a is str for a in args)
+
+
+def _parse_value(text: str, parts: list[str] | None = None) -> Any:
+    """`--set` values take the type of the field they set: a text field gets the literal text
+    (`answer_after=####`, `split=yes`); other fields read it as a YAML scalar (4, 0.5, true, null, [a, b])."""
+    if parts is not None and _takes_text_only(_field_annotation(parts)):
+        import typing
+
+        optional = type(None) in typing.get_args(_field_annotation(parts))
+        return None if optional and text in ("null", "~") else text
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -289,12 +369,12 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             if not part.isdigit() or int(part) >= len(node):
                 raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} has no item {part}")
             if last:
-                node[int(part)] = _parse_value(value)
+                node[int(part)] = _parse_value(value, parts)
             else:
                 node = node[int(part)]
         else:
             if last:
-                node[part] = _parse_value(value)
+                node[part] = _parse_value(value, parts)
             else:
                 node = node.setdefault(part, {})
                 if not isinstance(node, (dict, list)):

@@ -50,3 +50,14 @@ def test_paths_resolve_against_the_config_folder(tmp_path):
 def test_config_hash_changes_with_content_only():
     assert cfg().config_hash() == cfg().config_hash()
     assert cfg().config_hash() != cfg(["generation.max_tokens=9"]).config_hash()
+
+
+def test_set_gives_a_text_field_the_literal_text():
+    c = cfg(["sources.0.answer_after=####", "sources.0.split=yes", "teachers.0.model=0.5", "sources.0.licence=null",
+             "generation.max_tokens=64", "filter.require_verified=yes"])
+    assert c.sources[0].answer_after == "####"  # YAML would read a comment: null
+    assert c.sources[0].split == "yes" and c.teachers[0].model == "0.5"
+    assert c.sources[0].licence is None  # null still clears an optional text
+    assert c.generation.max_tokens == 64 and c.filter.require_verified is True
+    c = cfg(["sources.0.fields.problem=on"])
+    assert c.sources[0].fields["problem"] == "on"
