@@ -272,3 +272,19 @@ def test_make_teacher_builds_it(server):
     assert isinstance(t, OpenAITeacher) and t.name == "t" and t.model == "fake"
     assert [r.ok for r in t.generate(requests(2))] == [True, True]
     t.close()
+
+
+def test_a_refused_connection_is_not_reported_as_a_timeout():
+    import socket
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = TeacherConfig(name="t", backend="openai", base_url=f"http://127.0.0.1:{port}/v1", model="m",
+                        api_key_env="FACTORY_TEST_KEY", max_retries=1)
+    t = OpenAITeacher(cfg, backoff_base_s=0.0)
+    try:
+        got = list(t.generate(iter(requests(2))))
+    finally:
+        t.close()
+    assert [r.error for r in got] == ["connection: refused"] * 2 and all(r.attempts == 2 for r in got)

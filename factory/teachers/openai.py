@@ -89,6 +89,30 @@ def resolve_api_key(cfg: TeacherConfig) -> str:
                       f"(it must hold the API key for {where})")
 
 
+def _connection_reason(e: BaseException) -> str:
+    """What really went wrong under an SDK connection error: the aiohttp transport reports a refused
+    connection as a ConnectTimeout, so the cause chain is read rather than the SDK's class."""
+    import socket
+    import ssl
+
+    seen, c = [], e
+    while c is not None and len(seen) < 12:
+        seen.append(c)
+        c = c.__cause__ or c.__context__
+    for c in seen:
+        if isinstance(c, ConnectionRefusedError):
+            return "connection: refused"
+        if isinstance(c, socket.gaierror):
+            return "connection: unknown host"
+        if isinstance(c, ConnectionResetError):
+            return "connection: reset"
+        if isinstance(c, ssl.SSLError):
+            return "connection: ssl"
+    if any(isinstance(c, TimeoutError) or "Timeout" in type(c).__name__ for c in seen):
+        return "timeout"
+    return f"connection: {type(seen[-1]).__name__}"
+
+
 class _Fatal(Exception):
     """Wraps an exception that must reach the caller (a bug, or the caller's iterator failing)."""
 
@@ -373,11 +397,8 @@ class _Run:
                 reason = f"http_{status}"
                 if not (status in RETRYABLE_STATUS or status >= 500):
                     return self._scrub(f"{reason}: {_error_message(e)[:200]}"), False, None
-            elif isinstance(e, self._timeout_error):  # a subclass of the connection error
-                reason = "timeout"
-            elif isinstance(e, self._connection_error):
-                cause = e.__cause__
-                reason = f"connection: {type(cause).__name__ if cause else 'error'}"
+            elif isinstance(e, self._connection_error):  # APITimeoutError is a subclass
+                reason = _connection_reason(e)
             else:  # APIResponseValidationError
                 reason = f"bad_response: {self._scrub(str(e))[:200]}"
         except TimeoutError:
