@@ -262,12 +262,32 @@ def funnel_table(version: int, candidates: int, kept: int, funnel: dict, note: s
                              ("stage", "in", "dropped", "why"), funnel_rows(candidates, kept, funnel)))
 
 
+def figure(v) -> str:
+    """A figure for people: n/a for none, at most 4 significant digits, lists as a/b/c, maps as k v."""
+    if v is None or (isinstance(v, (list, tuple, dict)) and not v):
+        return "n/a"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    if isinstance(v, (list, tuple)):
+        return "/".join(figure(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {figure(x)}" for k, x in v.items())
+    return str(v)
+
+
 def diversity_line(d: dict) -> str:
-    return (f"diversity: distinct-1/2/3 {d.get('distinct_1')}/{d.get('distinct_2')}/{d.get('distinct_3')}, "
-            f"compression ratio {d.get('compression_ratio')}, near-dup clusters {d.get('near_dup_clusters')}, "
-            f"answer spread {d.get('answer_spread')}, reasoning words mean {d.get('mean_reasoning_words')} "
-            f"(p10/p50/p90 {d.get('reasoning_words_p10_p50_p90')}), per source {d.get('per_source')}, "
-            f"per teacher {d.get('per_teacher')}")
+    f = {k: figure(d.get(k)) for k in ("distinct_1", "distinct_2", "distinct_3", "compression_ratio", "near_dup_clusters",
+                                       "answer_spread", "mean_reasoning_words", "reasoning_words_p10_p50_p90",
+                                       "per_source", "per_teacher")}
+    if not d.get("kept"):
+        return "diversity: n/a (no traces kept)"
+    return (f"diversity: distinct-1/2/3 {f['distinct_1']}/{f['distinct_2']}/{f['distinct_3']}, "
+            f"compression ratio {f['compression_ratio']}, near-dup clusters {f['near_dup_clusters']}, "
+            f"answer spread {f['answer_spread']}, reasoning words mean {f['mean_reasoning_words']} "
+            f"(p10/p50/p90 {f['reasoning_words_p10_p50_p90']}), per source {f['per_source']}, "
+            f"per teacher {f['per_teacher']}")
 
 
 # -- the HTML page --------------------------------------------------------------------------------
