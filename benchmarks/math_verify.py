@@ -8,7 +8,10 @@
 2. A few pathological answers (``9^{9^{9^{9}}}`` …): each must come back ``verify_timeout``
    at its deadline, and the pool must keep going.
 3. The precision set of tests/test_math_verify.py: precision / recall of ``verify_traces``
-   against naive math-verify over the whole text.
+   against naive math-verify over the whole text; and its teacher-style table (every answer form
+   in rotating teacher styles, hedges, truncations, placeholders).
+4. MATH-500 references verified against themselves (symbolic answers: most go to math-verify),
+   and the split of verdicts by rule (the fast exact path decides in the parent process).
 
     python benchmarks/math_verify.py [--workers 2] [--timeout 5] [--limit 1319]
 """
@@ -76,9 +79,11 @@ def main() -> None:
         agree = Counter()
         total = Counter()
         n = 0
+        rules: Counter = Counter()
         for (i, kind, expected), v in verify_traces(gsm8k_items(args.limit), timeout_s=args.timeout, pool=pool):
             n += 1
             statuses[v.status] += 1
+            rules[v.detail.split(":", 1)[0]] += 1
             total[kind] += 1
             agree[kind] += (v.status == "passed") == expected
         dt = time.monotonic() - t
@@ -92,6 +97,19 @@ def main() -> None:
         cases = prec.precision_cases()
         (p, r, fp), (np_, nr, nfp), _, _ = prec.precision_report(pool, cases)
 
+        table = prec.table_cases() if hasattr(prec, "table_cases") else []
+        t = time.monotonic()
+        got = dict(verify_traces([c[:5] for c in table], pool=pool, timeout_s=args.timeout))
+        table_dt = time.monotonic() - t
+        tp_, tr_, tfp = prec.score(table, {k for k, v in got.items() if v.status == "passed"})
+
+        refs = [json.loads(line)["answer"] for line in open(ROOT / "data" / "benchmarks" / "math500_test.jsonl")]
+        t = time.monotonic()
+        m500 = list(pool.verify_many([(i, a, a) for i, a in enumerate(refs)], timeout_s=args.timeout))
+        m500_dt = time.monotonic() - t
+        m500_rules = Counter(v.detail.split(":", 1)[0] for _, v in m500)
+        m500_pass = sum(v.status == "passed" for _, v in m500)
+
     print(f"\nmath-verify in {args.workers} worker processes (timeout {args.timeout:g}s), pool start {startup:.1f}s")
     print()
     print("| GSM8K test, verify_traces      | value |")
@@ -99,6 +117,8 @@ def main() -> None:
     print(f"| completions verified           | {n} |")
     print(f"| wall time                      | {dt:.2f} s |")
     print(f"| verifications / s              | {n / dt:.0f} |")
+    print(f"| per item                       | {1000 * dt / max(n, 1):.3f} ms |")
+    print(f"| verdicts by rule               | {dict(rules)} |")
     for kind in total:
         print(f"| agree with expected: {kind:<10}| {agree[kind]}/{total[kind]} |")
     print(f"| timeouts (hangs killed)        | {statuses['verify_timeout']} |")
@@ -114,6 +134,12 @@ def main() -> None:
     print("|-------------------------------------|-----------|--------|--------------|")
     print(f"| factory verify_traces (final answer)| {p:.3f} | {r:.3f} | {fp} |")
     print(f"| naive math-verify over whole text   | {np_:.3f} | {nr:.3f} | {nfp} |")
+    if table:
+        print(f"| teacher table ({len(table)} cases, {sum(c[5] for c in table)} correct) | {tp_:.3f} | {tr_:.3f} | {tfp} |"
+              f" ({1000 * table_dt / len(table):.2f} ms/item)")
+    print()
+    print(f"MATH-500 references against themselves: {m500_pass}/{len(refs)} passed, "
+          f"{1000 * m500_dt / len(refs):.2f} ms/item, by rule {dict(m500_rules)}")
 
 
 if __name__ == "__main__":

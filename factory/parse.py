@@ -7,9 +7,25 @@ reasoning: a number met inside the reasoning is never an answer, and an unclosed
 
 Answer forms, in priority order (math):
 
+- an ``<answer>…</answer>`` block (R1-style output): when there is one, only the last non-empty block
+  is searched for the forms below, and its whole content is the answer when none is found;
 - the LAST ``\\boxed{…}`` / ``\\fbox{…}`` (nested braces, ``\\boxed 5``);
 - the last ``#### …`` line (GSM8K style);
-- the last "The (final) answer is …" / "Final answer: …" (to the end of the sentence or line).
+- the last explicit answer marker: "The (final) answer is …", "Final answer: …", "**Answer:** 42",
+  "Answer: 42", "ANSWER: 42", "\\text{Answer: } 42", "**Final Answer**" with the answer on the next line
+  (to the end of the sentence or line; "$20." with no closing "$" is a dollar amount, not math);
+- last resort: the single bold value on the last non-empty line ("She makes **$18** a day."), else
+  the one value of a closing sentence that starts with a conclusion word ("Therefore, Janet makes $18
+  every day."; never one with two values, a question or a word that changes or doubts the value).
+
+Empty and placeholder boxes (``\\boxed{}``, ``\\boxed{ANSWER}``, ``\\boxed{...}``, ``\\boxed{your answer}``)
+are dropped first: they are format reminders, and never hide or contradict a later "#### 5" or
+"The answer is 5". Within one form the LAST occurrence wins; a later, different answer after the
+last box ("\\boxed{20}. Wait, actually the answer is 18.") is a hedge, not a correction.
+"5 and 7" (two plain values) becomes the list "5, 7": never compared as 5. Two final answers with
+different values and a second reading offered between them ("The answer is 199. Alternatively, if we
+read the question differently, the answer is 200.") are a hedge; one value written twice in two forms
+("\\boxed{x = 100}" … "\\boxed{100.0}") is not.
 
 For code seeds (``domain="code"``): the last fenced code block; an unclosed fence at the end
 counts only when the completion was not truncated.
@@ -27,7 +43,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Parsed", "parse", "ANSWER_SCAN_CHARS", "CODE_SCAN_CHARS"]
+from factory.checks.values import read_plain_value
+
+__all__ = ["Parsed", "parse", "last_boxed", "is_placeholder", "ANSWER_SCAN_CHARS", "CODE_SCAN_CHARS"]
 
 # only this many characters at the end of the answer region are scanned for the final answer
 ANSWER_SCAN_CHARS = 32_768
@@ -51,7 +69,7 @@ class Parsed:
     reasoning: str | None
     answer: str | None
     think_closed: bool
-    answer_source: str | None  # "boxed" | "hashes" | "answer_is" | "code_block" | None
+    answer_source: str | None  # "boxed" | "hashes" | "answer_is" | "bold" | "answer_tag" | "conclusion" | "code_block" | None
     truncated: bool
     error: str | None
 
@@ -60,9 +78,12 @@ class Parsed:
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _HASHES_RE = re.compile(r"(?m)^[ \t>*]*#{4}(?!#)[ \t]*(.*)$")
+# explicit answer markers: "the (final) answer is", "Final answer:", "**Answer:** 42", "ANSWER: 42",
+# "\text{Answer: } 42", "**Final Answer**" on its own line (the answer on the next line)
 _ANSWER_IS_RE = re.compile(
-    r"(?i)(?:\b(?:the\s+)?(?:final\s+)?answer\s+(?:is|would\s+be|will\s+be)\b\s*:?"
-    r"|\bfinal\s+answer\s*[:：])"
+    r"(?i)(?:\b(?:the\s+)?(?:final\s+|correct\s+)?answer\s+(?:is|would\s+be|will\s+be)\b\s*:?"
+    r"|\b(?:final\s+)?answer\s*(?:\*\*|\})?\s*[:：](?:[ \t]*\})?[ \t]*(?:\*\*(?=[ \t]*\S))?"
+    r"|\bfinal\s+answer[ \t]*(?:\*\*|\})?[ \t]*(?=\n))"
     r"[ \t]*"
 )
 # end of a prose answer: a newline, or a sentence end (., !, ?, ;) followed by space or end
@@ -162,6 +183,46 @@ def _boxed_all(s: str) -> list[str | None]:
                 pos = a.end()
 
 
+# what prompts and templates put in a box to show the format: never an answer
+_PLACEHOLDERS = frozenset({
+    "", "answer", "your answer", "final answer", "your final answer", "the answer", "the final answer",
+    "ans", "answer here", "your answer here", "...", "…", "\\ldots", "\\cdots", "\\dots", "?", "??", "???",
+    "<answer>", "[answer]", "{answer}", "(answer)", "__", "___",
+    "your_answer", "final_answer", "your result", "<your answer>",
+})
+
+
+def is_placeholder(content: str | None) -> bool:
+    """True for a box that holds no answer: empty, ``ANSWER``, ``...``, ``your answer``, ``\\text{answer}``."""
+    if content is None:
+        return True
+    c = content.strip().strip("$").strip()
+    m = re.fullmatch(r"\\(?:text|textbf|mathrm|mathbf|textit|mbox)\s*\{(.*)\}", c, re.S)
+    if m:
+        c = m.group(1).strip()
+    c = re.sub(r"\s+", " ", c).lower().strip(" :")
+    return c in _PLACEHOLDERS
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the LAST non-empty, non-placeholder ``\\boxed{…}`` / ``\\fbox{…}`` in ``text``.
+
+    Nested braces are matched (``\\boxed{\\frac{1}{2}}`` -> ``\\frac{1}{2}``); ``\\boxed 5`` (one
+    token) counts. Empty boxes and format placeholders (``\\boxed{}``, ``\\boxed{ANSWER}``,
+    ``\\boxed{...}``, ``\\boxed{your answer}``) are skipped, and so is a box cut off by the end of
+    the text. None when no box holds an answer. The content is returned as written (stripped).
+    Never raises.
+    """
+    try:
+        s = _as_text(text)
+        for c in reversed(_boxed_all(s)):
+            if c is not None and not is_placeholder(c):
+                return c.strip()
+    except Exception:  # noqa: BLE001 - a parser never raises on odd input
+        pass
+    return None
+
+
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"), ("`", "`"))
 
 
@@ -170,6 +231,8 @@ def _strip_answer(a: str) -> str:
     for _ in range(4):
         before = a
         a = a.strip().rstrip(".;,").strip()
+        if a.endswith("$") and not a.endswith("\\$") and a.count("$") % 2:  # "$\text{Answer: } 42$"
+            a = a[:-1].strip()
         if a.startswith("**") != a.endswith("**"):  # a bold marker cut by the sentence end
             a = a.strip("*").strip()
         for lo, hi in _WRAPPERS:
@@ -190,10 +253,22 @@ def _strip_answer(a: str) -> str:
 
 
 def _norm_key(a: str) -> str:
-    """A loose key to tell whether two boxed answers are 'the same'."""
+    """A key to tell whether two final answers are 'the same': one value written twice in two forms
+    ("x = 100" / "100.0", "3470_{9}" / "3470_9", "18\\,\\text{fruits}" / "\\text{18 fruits}") has one key."""
+    v = read_plain_value(_strip_answer(a))
+    if v is not None and v.kind == "number":  # "52\\%" and "52.0" are one answer written twice
+        return f"={v.value}"
+    if v is not None and v.kind in ("base", "clock", "choice"):
+        return f"={v.kind}:{v.key}"
     a = _strip_answer(a)
+    a = re.sub(r"^[A-Za-z]\s*=\s*(?!=)", "", a)
+    a = re.sub(r"^\\(?:text|textbf|mathrm|mbox)\s*\{(.*)\}$", r"\1", a)
     a = a.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    a = re.sub(r"\\left|\\right|\\[,;:! ]|\s+|\$", "", a)
+    a = re.sub(r"\\left|\\right|\\[,;:! ]|\s+|\\?\$|\{,\}", "", a)
+    # the same value written twice: "\$18" / "18", "1,000" / "1000", "30^\circ" / "30", "12\text{ cm}" / "12"
+    a = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", a)
+    a = re.sub(r"(?<=[\d}])(?:\\(?:text|mbox|mathrm)\{[^{}]*\}(?:\^\{?[23]\}?)?|\^\{?\\circ\}?|°)$", "", a)
+    a = re.sub(r"(?<=\d)\.0+$", "", a)
     return a.rstrip(".")
 
 
@@ -209,13 +284,128 @@ def _hedged(a: str) -> bool:
     return all(_SIMPLE_VALUE_RE.match(p) for p in parts)
 
 
+_CURRENCY_DOLLAR_RE = re.compile(r"\$\s?\d[\d,]*(?:\.\d+)?(?![\d^_{}\\])")
+
+
+def _is_currency(rest: str) -> bool:
+    """``rest`` starts with a ``$`` that is a dollar sign: ``$20.`` with no closing ``$`` on the line,
+    or ``$5 and $7`` (the next ``$`` opens another amount)."""
+    if not rest.startswith("$") or rest.startswith("$$"):
+        return False
+    m = _CURRENCY_DOLLAR_RE.match(rest)
+    if m is None:
+        return False
+    line = rest[1:].split("\n", 1)[0]
+    k = line.find("$")
+    if k < 0:
+        return True
+    # "$5$" is math; "$5 and $7" / "$5, or $7" is two amounts
+    between = line[:k]
+    after = line[k + 1:]
+    return bool(re.search(r"[A-Za-z]{2,}|,\s", between)) or bool(re.match(r"\s?\d", after))
+
+
+_AND_SPLIT_RE = re.compile(r"\s*(?:,\s*)?(?:\band\b|\\text\s*\{\s*and\s*\}|&)\s*")
+
+
+def _and_list(a: str) -> str:
+    """``5 and 7`` / ``$5 and $7`` -> ``5, 7``: a list of values, compared as a list (never as 5)."""
+    if "and" not in a:
+        return a
+    parts = [p for p in _AND_SPLIT_RE.split(a) if p.strip()]
+    if len(parts) >= 2 and all(_SIMPLE_VALUE_RE.match(p) and not re.search(r"[A-Za-z]{2,}", p) for p in parts):
+        return ", ".join(p.strip().strip(".,") for p in parts)
+    return a
+
+
+def _find_closing(s: str, hi: str, start: int) -> int:
+    """Index of the closing delimiter ``hi`` at or after ``start``; an escaped ``\\$`` is not one."""
+    k = s.find(hi, start)
+    while hi.startswith("$") and k > 0 and s[k - 1] == "\\":
+        k = s.find(hi, k + 1)
+    return k
+
+
+# words that change or doubt the one value in a sentence ("12 fewer than", "not 6", "3 or 4")
+_PROSE_DOUBT_RE = re.compile(
+    r"(?i)\b(?:not|no|never|fewer|less|more|than|except|instead|wrong|incorrect|approximately|about|around|"
+    r"roughly|nearly|almost|between|plus|minus|divided|multiplied|times|if|unless|or|and|but|maybe|perhaps|"
+    # words that make another value of the one written: "half of 144", "twice 9", "the square of 4", "5 per box"
+    r"half|halves|twice|double|doubled|triple|tripled|thrice|thirds?|quarters?|fourths?|fifths?|tenths?|"
+    r"percent|of|per|each|squared|cubed|(?:square|cube)\s+(?:of|root)|roots?|sum|product|difference|quotient|"
+    r"remainder|digits?|ratio)\b"
+)
+_TOTAL_OF_RE = re.compile(r"(?i)\b(?:a\s+)?total\s+of\b|\bout\s+of\b")
+_MATH_SPAN_RE = re.compile(r"(?<!\\)\$([^$]+)(?<!\\)\$|\\\((.+?)\\\)")
+_PROSE_NUMBER_RE = re.compile(r"(?<![\w.,])[-−]?(?:\\?\$)?\d[\d,]*(?:\.\d+)?(?:\\?%)?(?![\w])")
+
+
+def _value_in_prose(a: str, prose_only: bool = True) -> str:
+    """"The probability is $\\frac{3}{8}$" -> "\\frac{3}{8}"; "she has 12 marbles left" -> "12".
+
+    Only for a sentence that starts with a word and holds exactly ONE value (one math span, or one
+    number and no math) and no word that changes or doubts it; anything else is returned as is.
+    """
+    a = re.sub(r"(?i)^(?:a\s+)?total\s+of\s+", "", a.strip())  # "a total of 12 marbles"
+    if (prose_only and not re.match(r"[A-Za-z]{2,}\s", a)) or _PROSE_DOUBT_RE.search(_TOTAL_OF_RE.sub(" ", a)):  # "B) 42": a choice
+        return a
+    spans = list(_MATH_SPAN_RE.finditer(a))
+    if spans:
+        if len(spans) == 1:
+            rest = a[: spans[0].start()] + a[spans[0].end():]
+            if not re.search(r"\d", rest):
+                return (spans[0].group(1) or spans[0].group(2)).strip()
+        return a
+    if re.search(r"[=+*/^\\{}]", a.replace("\\$", "").replace("\\%", "")):
+        return a
+    nums = _PROSE_NUMBER_RE.findall(a.rstrip("."))
+    return nums[0].rstrip(",") if len(nums) == 1 else a
+
+
+_BOLD_RE = re.compile(r"\*\*([^*\n]{1,60})\*\*")
+
+
+def _bold_last_line(region: str) -> str | None:
+    """Last resort: the one bold value on the last non-empty line ("Janet makes **$18** a day.")."""
+    lines = [ln for ln in region.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    spans = _BOLD_RE.findall(lines[-1])
+    if len(spans) != 1:
+        return None
+    value = spans[0].strip().rstrip(".")
+    return value if _SIMPLE_VALUE_RE.match(value) and re.search(r"\d", value) else None
+
+
+_CONCLUSION_RE = re.compile(r"(?i)^(?:therefore|thus|so|hence|in\s+total|altogether|in\s+conclusion|finally)\b[,:]?\s+")
+
+
+def _conclusion(region: str) -> str | None:
+    """Last resort: the one value of a closing sentence that starts with a conclusion word
+    ("Therefore, Janet makes $18 every day."); never a sentence with two values or a doubt."""
+    lines = [ln.strip() for ln in region.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    sentences = [x for x in re.split(r"(?<=[.!?])\s+", lines[-1]) if x.strip()]
+    last = sentences[-1] if sentences else ""
+    if not _CONCLUSION_RE.match(last) or len(last) > 300 or "?" in last:
+        return None
+    body = _CONCLUSION_RE.sub("", last, count=1).rstrip(".").strip()
+    value = _value_in_prose(body, prose_only=False)
+    return value if value != body or _SIMPLE_VALUE_RE.match(value) else None
+
+
 def _answer_is(region: str) -> str | None:
     last = None
     for m in _ANSWER_IS_RE.finditer(region):
         last = m
     if last is None:
         return None
-    rest = region[last.end():]
+    return _answer_after(region[last.end():])
+
+
+def _answer_after(rest: str) -> str | None:
+    """The value that follows an answer marker, to the end of its sentence or math span."""
     rest = rest.lstrip(" \t")
     if rest.startswith("\n"):
         # "The final answer is:\n\n42"
@@ -225,9 +415,14 @@ def _answer_is(region: str) -> str | None:
     # math delimiters first: the sentence end may be inside them
     if rest.startswith("**"):
         rest = rest[2:].lstrip(" \t")
+    if rest.startswith("}"):  # "\text{Answer: } 42"
+        rest = rest[1:].lstrip(" \t")
+    if _is_currency(rest):  # "The answer is $20." / "costs $5 and $7": a dollar sign, not math
+        m = _SENTENCE_END_RE.search(rest)
+        return rest[: m.start()] if m else rest
     for lo, hi in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if rest.startswith(lo):
-            k = rest.find(hi, len(lo))
+            k = _find_closing(rest, hi, len(lo))
             if k < 0:
                 return None  # unclosed math: truncated or garbage
             after = rest[k + len(hi):]
@@ -283,6 +478,86 @@ def _last_code_block(region: str, truncated: bool) -> tuple[str | None, str | No
     return None, NO_ANSWER
 
 
+def _drop_placeholder_boxes(s: str) -> str:
+    """``s`` without its empty/placeholder boxes: a format reminder ("put it in \\boxed{}") is not
+    an answer, and must neither hide nor contradict a later "The answer is 5" or "#### 5"."""
+    out: list[str] = []
+    pos = 0
+    for m in _BOX_RE.finditer(s):
+        if m.start() < pos:
+            continue
+        j = m.end()
+        while j < len(s) and s[j] in " \t":
+            j += 1
+        if j < len(s) and s[j] == "{":
+            end = _balanced(s, j)
+            if end < 0:  # cut off: nothing after it closes either (as _boxed_all)
+                break
+            if is_placeholder(s[j + 1 : end - 1]):
+                out.append(s[pos : m.start()])
+                pos = end
+    if not out:
+        return s
+    out.append(s[pos:])
+    return "".join(out)
+
+
+_ANSWER_TAG_RE = re.compile(r"(?is)<answer>(.*?)(?:</answer>|$)")
+# a second reading offered after a first final answer: "The answer is 199. Alternatively, … the answer is 200."
+_ALTERNATIVE_READING_RE = re.compile(
+    r"(?i)\b(?:alternatively|another\s+(?:interpretation|reading|possibility|possible\s+answer)"
+    r"|(?:read|interpret)\w*\s+(?:it|this|that|the\s+(?:question|problem|wording))\s+(?:differently|otherwise)"
+    r"|on\s+the\s+other\s+hand|if\s+instead|could\s+also\s+be|might\s+also\s+be|or\s+possibly)\b"
+)
+
+
+def _answer_tag(region: str, truncated: bool) -> tuple[bool, str | None]:
+    """(found, content) of the last non-empty ``<answer>…</answer>`` (R1-style output). An unclosed tag
+    counts only when the completion ended on its own; empty or placeholder tags are format reminders."""
+    if "<answer>" not in region.lower():
+        return False, None
+    found = None
+    for m in _ANSWER_TAG_RE.finditer(region):
+        body = m.group(1)
+        closed = m.group(0).lower().endswith("</answer>")
+        if body.strip() and not is_placeholder(body.strip()) and body.strip().lower() != "answer":
+            found = body if (closed or not truncated) else None
+    return found is not None, found
+
+
+def _statements(scan: str) -> list[tuple[int, str]]:
+    """(position, value) of every explicit final-answer statement: boxes, "####" lines, answer markers."""
+    out: list[tuple[int, str]] = []
+    for m in _BOX_RE.finditer(scan):
+        j = m.end()
+        while j < len(scan) and scan[j] in " \t":
+            j += 1
+        if j < len(scan) and scan[j] == "{":
+            end = _balanced(scan, j)
+            if end > 0 and not is_placeholder(scan[j + 1:end - 1]):
+                out.append((m.start(), scan[j + 1:end - 1]))
+    for m in _HASHES_RE.finditer(scan):
+        c = m.group(1).strip()
+        if c and not _HEADING_RE.match(c):
+            out.append((m.start(), c))
+    for m in _ANSWER_IS_RE.finditer(scan):
+        v = _answer_after(scan[m.end():])
+        if v and re.search(r"[\d\\]", v):
+            out.append((m.start(), v))
+    return sorted(out)
+
+
+def _offers_alternatives(scan: str) -> bool:
+    """Two final answers with different values, a second reading offered between them."""
+    if not _ALTERNATIVE_READING_RE.search(scan):
+        return False
+    said = _statements(scan)
+    for (p1, a1), (p2, a2) in zip(said, said[1:]):
+        if _norm_key(a1) != _norm_key(a2) and _ALTERNATIVE_READING_RE.search(scan, p1, p2):
+            return True
+    return False
+
+
 # --------------------------------------------------------------------------- parse
 
 
@@ -334,11 +609,20 @@ def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
         return Parsed(reasoning, code, think_closed, "code_block" if code else None, truncated, err)
 
     scan = region[-ANSWER_SCAN_CHARS:]
+    tagged, tag = _answer_tag(scan, truncated)
+    if tagged:  # "<think>…</think><answer>42</answer>": only the tag holds the final answer
+        scan = tag
+    elif "<answer>" in scan.lower():  # an answer tag cut off by the length limit
+        return Parsed(reasoning, None, think_closed, None, truncated, NO_ANSWER)
+    if _offers_alternatives(scan):
+        return Parsed(reasoning, None, think_closed, None, truncated, HEDGED)
 
     answer: str | None = None
     source: str | None = None
     if "\\boxed" in scan or "\\fbox" in scan:
-        boxes = _boxed_all(scan)
+        scan = _drop_placeholder_boxes(scan)
+        # empty and placeholder boxes ("\boxed{}", "\boxed{ANSWER}") are format reminders, not answers
+        boxes = [b for b in _boxed_all(scan) if b is None or not is_placeholder(b)]
         if boxes:
             if boxes[-1] is None:  # cut inside the last box
                 return Parsed(reasoning, None, think_closed, None, truncated, NO_ANSWER)
@@ -365,11 +649,23 @@ def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
             answer = _answer_is(scan)
             source = "answer_is" if answer is not None else None
 
+    if answer is None and "**" in scan:
+        answer = _bold_last_line(scan)
+        source = "bold" if answer is not None else None
+    if answer is None and not tagged:
+        answer = _conclusion(scan)
+        source = "conclusion" if answer is not None else None
+    if answer is None and tagged:  # the tag's content is the answer ("<answer>$11/36$</answer>")
+        answer, source = tag.strip(), "answer_tag"
+
     if answer is not None:
         answer = _strip_answer(answer)
         if not answer or len(answer) > MAX_ANSWER_CHARS:
             return Parsed(reasoning, None, think_closed, None, truncated, NO_ANSWER)
         if _hedged(answer):
             return Parsed(reasoning, None, think_closed, source, truncated, HEDGED)
+        if source in ("answer_is", "answer_tag"):  # after the hedge check: "probably 18" stays a hedge
+            answer = _strip_answer(_value_in_prose(answer)) or answer
+        answer = _and_list(answer)
         return Parsed(reasoning, answer, think_closed, source, truncated, None)
     return Parsed(reasoning, None, think_closed, None, truncated, NO_ANSWER)

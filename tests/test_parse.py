@@ -260,3 +260,212 @@ def test_throughput():
         parse(t)
     rate = len(texts) / (time.perf_counter() - t0)
     assert rate > 20_000, f"{rate:.0f} parses/s"
+
+
+# --------------------------------------------------------------------------- last_boxed and placeholders
+
+from factory.parse import is_placeholder, last_boxed  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("\\boxed{1} then \\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("\\boxed{\\frac{1}{2}} \\boxed{ANSWER}", "\\frac{1}{2}"),
+        ("\\boxed{7} \\boxed{}", "7"),
+        ("\\boxed{7} \\boxed{ }", "7"),
+        ("\\boxed{7} \\boxed{...}", "7"),
+        ("\\boxed{7} \\boxed{your answer}", "7"),
+        ("\\boxed{7} \\boxed{\\text{answer}}", "7"),
+        ("\\fbox{3}", "3"),
+        ("$\\boxed 5$", "5"),
+        ("\\boxed{\\left\\{1,2\\right\\}}", "\\left\\{1,2\\right\\}"),
+        ("\\boxed{}", None),
+        ("\\boxed{answer}", None),
+        ("no box", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_last_boxed(text, want):
+    assert last_boxed(text) == want
+
+
+def test_is_placeholder():
+    for p in ["", " ", "ANSWER", "answer", "Your Answer", "...", "\\ldots", "\\text{Final Answer}", "?"]:
+        assert is_placeholder(p), p
+    for p in ["0", "x", "A", "\\text{(B)}", "none of these", "\\emptyset"]:
+        assert not is_placeholder(p), p
+
+
+# --------------------------------------------------------------------------- the forms teachers write
+
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ("**Answer:** 42", "42"),
+        ("Answer: 42", "42"),
+        ("ANSWER: 42", "42"),
+        ("**Answer: 42**", "42"),
+        ("Claude style.\n\n**Answer: 42**", "42"),
+        ("The answer is $20.", "$20"),
+        ("the answer is: $20.", "$20"),
+        ("The answer is \\$1,234.50.", "\\$1,234.50"),
+        ("**Answer:** $\\$18$", "\\$18"),
+        ("The answer is $\\$18$.", "\\$18"),
+        ("The answer is \\text{12:50}.", "\\text{12:50}"),
+        ("Final answer: 7 dozens", "7 dozens"),
+        ("**Final Answer**\n42", "42"),
+        ("**Final Answer**\n\n**42.**", "42"),
+        ("### Final Answer\n\n$$\\frac{5}{2}$$", "\\frac{5}{2}"),
+        ("$\\text{Answer: } 42$", "42"),
+        ("\\text{Answer: } 42", "42"),
+        ("\\boxed{\\text{B}}", "\\text{B}"),
+        ("\\boxed{(B)}", "(B)"),
+        ("The answer is (B).", "(B)"),
+        ("$\\boxed{42}$.", "42"),
+        ("\\[ \\boxed{5} \\]", "5"),
+        ("The final answer is: $\\boxed{5}$", "5"),
+        ("Final answer: **42**.", "42"),
+        ("The answer is −5.", "−5"),
+        ("The final answer is $x = 5$.", "x = 5"),
+        ("**Final answer:** $\\dfrac{5}{2}$", "\\dfrac{5}{2}"),
+        ("The answer is 5/2.", "5/2"),
+        ("The answer is $2.5\\%$.", "2.5\\%"),
+        ("The answer is 50 percent.", "50 percent"),
+        ("The answer is 3:45 PM.", "3:45 PM"),
+        ("The answer is 1.2e-5.", "1.2e-5"),
+        ("The answer is $1.2 \\times 10^{-5}$.", "1.2 \\times 10^{-5}"),
+        ("The answer is 1,234,567.", "1,234,567"),
+        ("The answer is $12 \\text{ cm}^2$.", "12 \\text{ cm}^2"),
+        ("The answer is $(3, -1)$.", "(3, -1)"),
+        ("The answer is $[2, 5)$.", "[2, 5)"),
+        ("The answer is $x \\in (-\\infty, 3]$.", "x \\in (-\\infty, 3]"),
+        ("The answer is $\\sqrt{2}/2$.", "\\sqrt{2}/2"),
+        ("The answer is $2516_8$.", "2516_8"),
+        ("#### 42", "42"),
+        ("<think>long\nthinking</think>\n\nThe answer is \\(\\boxed{12}\\).", "12"),
+        # a placeholder box never hides or cancels a later answer
+        ("Put your final answer in \\boxed{}.\nThe answer is 5.", "5"),
+        ("\\boxed{ANSWER}\n#### 12", "12"),
+        ("\\boxed{...}\n**Answer:** 7", "7"),
+        ("\\boxed{your answer}\nFinal answer: 9", "9"),
+        ("\\boxed{5}\nThe answer: put it in \\boxed{answer}.", "5"),
+        ("\\boxed{\\text{answer}} then \\boxed{8}", "8"),
+        # two currency amounts joined by "and" are a list, never the first amount
+        ("It costs $5 and $7. The answer is $5 and $7.", "$5, $7"),
+        ("The answer is 3 and 4.", "3, 4"),
+    ],
+)
+def test_teacher_forms(text, answer):
+    p = parse(text)
+    assert (p.answer, p.error) == (answer, None), p
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\\boxed{20}. Wait, actually the answer is 18.",
+        "The answer is either 3 or 4.",
+        "**Answer:** 18 or 20",
+        "Answer: $18$ or $20$",
+        "\\boxed{ANSWER} The answer is 3 or 4.",
+        "\\boxed{5}\n**Answer:** 6",
+        "\\boxed{}\n\\boxed{3}\n\\boxed{4}",
+    ],
+)
+def test_hedged_teacher_forms(text):
+    p = parse(text)
+    assert p.answer is None and p.error == "hedged_answer", p
+
+
+def test_placeholders_only_is_no_answer():
+    for t in ["\\boxed{}", "\\boxed{ANSWER}", "Put it in \\boxed{your answer}.", "\\boxed{...} \\fbox{}"]:
+        p = parse(t)
+        assert p.answer is None and p.error == "no_answer", (t, p)
+
+
+def test_placeholder_inside_think_and_answer_after():
+    p = parse("<think>format: \\boxed{answer}; 6*7=42</think>\n**Answer:** 42")
+    assert (p.answer, p.error) == ("42", None)
+
+
+def test_same_value_boxed_twice_in_two_spellings_is_not_a_hedge():
+    for t in ["So she makes \\boxed{\\$18}. The final answer is \\boxed{18}.", "\\boxed{1,000} ... \\boxed{1000}",
+              "\\boxed{30^\\circ} so \\boxed{30}", "\\boxed{12\\text{ cm}} and \\boxed{12}", "\\boxed{5.0} \\boxed{5}"]:
+        p = parse(t)
+        assert p.error is None and p.answer_source == "boxed", (t, p)
+    for t in ["\\boxed{\\text{(A)}} or \\boxed{\\text{(B)}}", "\\boxed{12\\text{ cm}} \\boxed{13}", "\\boxed{1,000} \\boxed{100}"]:
+        assert parse(t).error == "hedged_answer", t
+
+
+def test_bold_value_on_the_last_line_is_the_last_resort():
+    p = parse("She sells 9 eggs at $2.\n\nJanet makes **$18** every day.")
+    assert (p.answer, p.answer_source) == ("$18", "bold")
+    # any other form wins; two bold values or a bold non-value are not an answer
+    assert parse("The answer is 17.\nJanet makes **$18** every day.").answer == "17"
+    assert parse("Janet makes **$18** or **$20** a day.").answer is None
+    assert parse("**Step 3:** add them").answer is None
+    assert parse("<think>**18**</think>\nI could not finish.").answer is None
+
+
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ("**Final Answer:** The probability is $\\frac{3}{8}$.", "\\frac{3}{8}"),
+        ("Answer: The total is 42 apples.", "42"),
+        ("Final answer: she has 12 marbles left.", "12"),
+        ("Answer: The cost is \\$1,250.", "\\$1,250"),
+        # a sentence that changes, doubts or lists values is left whole (the verifier refuses it)
+        ("Final answer: she has 12 fewer than Tom.", "she has 12 fewer than Tom"),
+        ("The answer is x = 5 and y = 6.", "x = 5 and y = 6"),
+        ("Final answer: Between 2 and 3", "Between 2 and 3"),
+        ("Answer: The ratio is 3:4.", "The ratio is 3:4"),
+        ("Answer: it went from 3 to 5", "it went from 3 to 5"),
+    ],
+)
+def test_one_value_in_an_answer_sentence(text, answer):
+    assert parse(text).answer == answer
+
+
+# --------------------------------------------------------------------------- R1 tags, second readings, closings
+
+
+@pytest.mark.parametrize(
+    "text, finish, answer, error",
+    [
+        # <answer> tags: only the last non-empty block holds the final answer
+        ("<think>…</think>\n<answer>62.0</answer>", "stop", "62.0", None),
+        ("<think>…</think>\n<answer>$x = 1920$</answer>", "stop", "x = 1920", None),
+        ("<think>…</think>\n<answer>The answer is \\boxed{7}.</answer>", "stop", "7", None),
+        ("<answer>She has 12 marbles left.</answer>", "stop", "12", None),
+        ("This gives us \\boxed{32}.\n\n<answer>41</answer>", "stop", "41", None),  # never the box before it
+        ("Write it as <answer></answer>. So 5.\n<answer>5</answer>", "stop", "5", None),
+        ("<answer>18 or 20</answer>", "stop", None, "hedged_answer"),
+        ("<think>…</think>\n<answer>4", "length", None, "no_answer"),  # cut inside the tag
+        # a second reading offered after a first final answer is a hedge
+        ("The answer is 199. Alternatively, if we read the question differently, the answer is 200.", "stop",
+         None, "hedged_answer"),
+        ("The answer is $-\\frac{17}{21}$. On the other hand, the answer is $17/21$.", "stop", None, "hedged_answer"),
+        ("The answer is 199. Alternatively, we can check it another way: the answer is 199.", "stop", "199", None),
+        # one value written twice in two forms is not a hedge
+        ("So we get $\\boxed{x = 100}$.\n\n**Final Answer**\n\\[\\boxed{100.0}\\]", "stop", "100.0", None),
+        ("So we get $\\boxed{3470_{9}}$.\n\n**Final Answer**\n\\[\\boxed{3470_9}\\]", "stop", "3470_9", None),
+        ("$\\boxed{18\\,\\text{fruits}}$ … \\boxed{\\text{18 fruits}}", "stop", "\\text{18 fruits}", None),
+        ("$\\boxed{Evelyn}$ … \\boxed{\\text{Evelyn}}", "stop", "\\text{Evelyn}", None),
+        ("$\\boxed{3/2}$ … \\boxed{\\dfrac{3}{2}}", "stop", "\\dfrac{3}{2}", None),
+        ("$\\boxed{3/2}$ … \\boxed{\\dfrac{2}{3}}", "stop", None, "hedged_answer"),
+        # a closing sentence with one value, when nothing else marks the answer
+        ("9 * 2 = 18.\nTherefore, Janet makes $18 every day at the farmers market.", "stop", "$18", None),
+        ("Thus, the total is 16.", "stop", "16", None),
+        ("Hence $x = 4$.", "stop", "x = 4", None),
+        ("Therefore, the area is $\\frac{3}{8}$ square units.", "stop", "\\frac{3}{8}", None),
+        ("So she has 18 - 2 = 16 left.", "stop", None, "no_answer"),  # two values
+        ("Therefore, she has about 16 left.", "stop", None, "no_answer"),  # a doubt
+        ("Therefore, half of them, 12, remain.", "stop", None, "no_answer"),  # a value-changing word
+        ("The answer is half of 144.", "stop", "half of 144", None),  # never 144
+    ],
+)
+def test_answer_tags_second_readings_and_closings(text, finish, answer, error):
+    p = parse(text, finish_reason=finish)
+    assert (p.answer, p.error) == (answer, error)

@@ -17,6 +17,33 @@ processes, each the main thread of its own interpreter with math-verify's timeou
 - Items are pulled from the input iterator only when a worker is free, and results are
   yielded as they complete (not in input order): memory stays bounded for any input size.
 
+Every verdict's ``detail`` starts with the rule that decided it, ``"<rule>: <free text>"``:
+
+- ``numeric_equal`` / ``numeric_unequal``: both sides are plain values (``fast_verdict``, pure, run
+  in the parent before any worker): exact rationals, relative tolerance 1e-9, after dropping
+  currency (``\\$``, ``USD``, ``€``), thousands separators, unit words (``cm^2``, ``km/h``,
+  ``(apples)``), degrees and ``x =``; with ``12:50`` / ``3:45 PM`` times, ``4e33`` /
+  ``4 \\times 10^{33}``, fractions and mixed numbers (``2\\frac{1}{2}``). A reference written with
+  d decimals also accepts an exact fraction, or a decimal with at least d+2 places, that rounds
+  to it (``1/3`` for ``0.33``, ``3.1416`` for ``3.14``); never a coarser one (``0.33`` for ``1/3``).
+  Percent: ``50\\%`` equals both ``50`` (GSM8K writes the number) and ``0.5``. Multiplier words
+  change the value (``3 thousand`` is 3000, never 3); ``7 dozen`` answers both "how many dozen" (7)
+  and "how many" (84).
+- ``base_mismatch``: ``2516_9`` against ``2516_8``; a bare ``2516`` against ``2516_8`` is the same
+  digits (``numeric_equal``).
+- ``choice_equal`` / ``choice_unequal``: a reference ``B`` / ``(B)`` / ``\\text{(B)}`` against an
+  answer ``(B)``, ``\\text{B}``, ``B) 42``, ``Option B``.
+- ``text_equal`` / ``text_unequal``: words (``Monday``, ``\\text{yes}``), case/space/LaTeX-insensitive;
+  also a choice reference against an answer that is not a letter (it may be the option's value).
+- ``symbolic_equal`` / ``symbolic_unequal``: math-verify, in a worker. Its "equal" is re-checked:
+  numbers exactly (its float tolerance matches ``.0000673`` with ``.0000672``), a rounded decimal
+  for an exact irrational reference is refused, and differing exponents as written get an exact
+  sympy check.
+- ``unparseable_answer`` (failed) / ``unparseable_reference`` (error): math-verify reads nothing.
+
+``unparseable_answer``, ``unparseable_reference`` and ``text_unequal`` are the verdicts a judge
+may re-check; every other rule is final.
+
 Precision over recall: ``verify_traces`` takes whole completions and verifies only the FINAL
 answer that ``factory.parse`` finds after the reasoning. A truncated trace, an unclosed
 ``<think>``, a hedged answer or a right number met only inside the reasoning is rejected
@@ -35,10 +62,27 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Iterator
 
-__all__ = ["Verdict", "VerifyPool", "verify_many", "verify_one", "verify_traces", "check_pair"]
+from factory.checks.values import (  # noqa: F401 - strip_units, read_plain_value: part of this API
+    PlainValue,
+    _num_eq,
+    _show,
+    _text_key,
+    _UNESCAPED_DOLLAR,
+    clean_value_text,
+    compare_plain,
+    fast_verdict,
+    normalize_answer,
+    read_choice,
+    read_plain_value,
+    strip_units,
+)
+
+__all__ = ["Verdict", "VerifyPool", "verify_many", "verify_one", "verify_traces", "check_pair", "check_references",
+           "strip_units", "fast_verdict", "read_plain_value", "normalize_answer"]
 
 # statuses
 PASSED = "passed"
@@ -61,39 +105,6 @@ class Verdict:
     detail: str = ""
     answer: str | None = None   # the final answer that was compared (verify_traces)
     seconds: float = 0.0        # wall time in the worker pool (0 for verdicts decided up front)
-
-
-# --------------------------------------------------------------------------- normalisation
-# (shared by the worker and by callers: cheap string work, no sympy)
-
-_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
-_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_NUMBER_WITH_UNIT = re.compile(r"^([-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+))\s*([A-Za-z][A-Za-z.\- ]*)$")
-_MATH_WORDS = {"pi", "sqrt", "times", "cdot", "mod", "and", "or", "sin", "cos", "tan", "log", "ln", "exp",
-               "sec", "csc", "cot", "arcsin", "arccos", "arctan", "frac", "e",
-               # number words change the value: "3 thousand" is not 3
-               "hundred", "hundreds", "thousand", "thousands", "million", "millions", "billion", "billions",
-               "trillion", "dozen", "dozens", "half", "halves", "third", "thirds", "quarter", "quarters",
-               "fourth", "fourths", "fifth", "fifths", "tenth", "tenths", "hundredths", "thousandths",
-               "squared", "cubed", "percent", "factorial", "over", "plus", "minus", "i"}
-
-
-def normalize_answer(a: str) -> str:
-    """Light, safe clean-up of a final answer or reference before math-verify parses it."""
-    a = a.strip()
-    # LaTeX thin spaces / grouped commas in numbers: 10,\!080  11{,}111  1\,000
-    a = a.replace("{,}", ",").replace(",\\!", ",").replace("\\!", "")
-    a = _UNESCAPED_DOLLAR.sub("", a).strip()
-    a = a.rstrip(".").strip()
-    core = a[2:].strip() if a.startswith("\\$") else a
-    if _THOUSANDS.match(core):
-        return core.replace(",", "")
-    m = _NUMBER_WITH_UNIT.match(core)
-    if m:  # "18 dollars", "5 apples per day" -> the number (but not "3 pi", "2 sqrt 3")
-        words = m.group(2).lower().replace(".", " ").replace("-", " ").split()
-        if words and len(words[0]) >= 2 and not any(w in _MATH_WORDS for w in words):
-            return m.group(1).replace(",", "") if _THOUSANDS.match(m.group(1)) else m.group(1)
-    return a
 
 
 # --------------------------------------------------------------------------- worker side
@@ -130,27 +141,130 @@ def _parse_gold(ref: str, _cache: dict = {}):  # noqa: B006 - a per-process cach
     return got
 
 
+_BASE_SUB_RE = re.compile(r"(?<![A-Za-z\\])([0-9A-Fa-f]*\d[0-9A-Fa-f]*)\)?\s*_\s*\{?\s*(\d{1,2})\s*\}?")
+_EXPONENT_RE = re.compile(r"\^\s*(\{[^{}]*\}|\\?[A-Za-z0-9])")
+
+
+def _bases(s: str) -> set[int]:
+    return {int(m.group(2)) for m in _BASE_SUB_RE.finditer(s)}
+
+
+def _exponents(s: str) -> list[str]:
+    return sorted(re.sub(r"\s+", "", m.group(1)).strip("{}") for m in _EXPONENT_RE.finditer(s))
+
+
+def _numeric_value(expr) -> Fraction | None:
+    """A sympy result of math-verify as an exact-enough rational (40 digits), None if not a number."""
+    try:
+        import sympy
+
+        if not isinstance(expr, sympy.Basic) or expr.free_symbols:
+            return None
+        if expr.is_Rational:
+            return Fraction(int(expr.p), int(expr.q))
+        val = sympy.N(expr, 40)
+        if not val.is_real or not val.is_finite:
+            return None
+        return Fraction(str(sympy.Float(val, 40)))
+    except Exception:  # noqa: BLE001 - no number: no guard
+        return None
+
+
+def _guard_numbers(gold, target, ref_plain: PlainValue | None, ans_plain: PlainValue | None) -> str | None:
+    """math-verify said equal: re-check numbers exactly (its floats match to ~6 digits)."""
+    g = ref_plain.value if ref_plain is not None and ref_plain.kind == "number" else _numeric_value(gold[0])
+    t = ans_plain.value if ans_plain is not None and ans_plain.kind == "number" else _numeric_value(target[0])
+    if g is None or t is None:
+        return None
+    if ref_plain is not None and ref_plain.kind == "number":
+        a = ans_plain if ans_plain is not None and ans_plain.kind == "number" else PlainValue("number", t, None, True)
+        same, detail = compare_plain(a, ref_plain)
+        return None if same else detail + " (math-verify's float tolerance overruled)"
+    if not _num_eq(t, g):
+        return f"numeric_unequal: {_show(t)} vs {_show(g)} (a rounded value for an exact reference)"
+    return None
+
+
+def _guard_exponents(gold, target, predicted: str, reference: str) -> str | None:
+    """math-verify said equal but the exponents differ as written: a second, exact sympy check."""
+    if _exponents(predicted) == _exponents(reference):
+        return None
+    try:
+        import sympy
+
+        g, t = gold[0], target[0]
+        if not (isinstance(g, sympy.Expr) and isinstance(t, sympy.Expr)):
+            return None
+        diff = sympy.simplify(g - t)
+        if diff == 0:
+            return None
+        syms = sorted(diff.free_symbols, key=str)
+        for k in range(3):
+            pt = {s: sympy.Rational(3 + 2 * k, 7 + k) for s in syms}
+            val = complex(diff.subs(pt).evalf(30))
+            if abs(val) > 1e-9:
+                return f"symbolic_unequal: exponents differ ({','.join(_exponents(predicted))} vs " \
+                       f"{','.join(_exponents(reference))}) and the difference is not 0"
+    except Exception:  # noqa: BLE001 - cannot decide: keep math-verify's verdict
+        return None
+    return None
+
+
+_MATH_NAMES = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt", "frac", "dfrac", "tfrac", "pi",
+               "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "max", "min", "gcd", "lcm", "mod", "det",
+               "infty", "infinity", "cdot", "times", "div", "left", "right", "circ", "le", "ge", "leq", "geq",
+               "neq", "approx", "pm", "mp", "cup", "cap", "in", "mathbb", "text", "mathrm", "boxed", "binom"}
+
+
+def _prose_words(answer: str) -> list[str]:
+    """Words of three or more letters in an answer that are not LaTeX commands or math names."""
+    return [w for w in re.findall(r"(?<![\\A-Za-z])[A-Za-z]{3,}", answer) if w.lower() not in _MATH_NAMES]
+
+
 def check_pair(predicted: str, reference: str, mode: str = "answer") -> tuple[str, str]:
-    """(status, detail) for one comparison, in THIS process and with no timeout.
+    """(status, "<rule>: detail") for one comparison, in THIS process and with no timeout.
 
     Only ever called inside a worker (or on trusted, tiny inputs): a pathological expression
-    can hang it. ``mode="answer"``: ``predicted`` is a final answer, compared as
-    ``$\\boxed{…}$``; ``mode="raw_text"``: ``predicted`` is a whole completion, handed to
-    math-verify as is (the naive baseline).
+    can hang it. ``mode="answer"``: ``predicted`` is a final answer: plain values first
+    (``fast_verdict``), then math-verify on ``$\\boxed{…}$`` with guards; ``mode="raw_text"``:
+    ``predicted`` is a whole completion, handed to math-verify as is (the naive baseline);
+    ``mode="reference"``: is ``reference`` usable (``predicted`` is ignored).
     """
+    if mode == "reference":
+        return reference_verdict(reference)
+    if mode == "answer":
+        fast = fast_verdict(predicted, reference)
+        if fast is not None:
+            return fast
     mv = _mv()
     gold = _parse_gold(reference)
     if not gold:
-        return ERROR, "unparseable reference"
+        return ERROR, f"unparseable_reference: math-verify reads nothing in {reference[:60]!r}"
     if mode == "raw_text":
         target = mv["parse"](predicted[-MAX_TEXT_CHARS:], extraction_config=mv["raw_cfg"], parsing_timeout=None)
-    else:
-        target = mv["parse"]("$\\boxed{" + normalize_answer(predicted) + "}$", extraction_config=mv["pred_cfg"],
-                             parsing_timeout=None)
+        if not target:
+            return FAILED, "unparseable_answer: no answer in the text"
+        ok = mv["verify"](gold, target, timeout_seconds=None)
+        return (PASSED, "symbolic_equal: math-verify") if ok else (FAILED, "symbolic_unequal: math-verify")
+    target = mv["parse"]("$\\boxed{" + normalize_answer(predicted) + "}$", extraction_config=mv["pred_cfg"],
+                         parsing_timeout=None)
     if not target:
-        return FAILED, "unparseable answer"
+        return FAILED, f"unparseable_answer: math-verify reads nothing in {predicted[:60]!r}"
+    pb, rb = _bases(predicted), _bases(reference)
+    if pb and rb and pb != rb:
+        return FAILED, f"base_mismatch: base {sorted(pb)} answer, base {sorted(rb)} reference"
     ok = mv["verify"](gold, target, timeout_seconds=None)
-    return (PASSED, "equivalent") if ok else (FAILED, "not equivalent")
+    if not ok:
+        words = _prose_words(predicted)
+        if words:  # math-verify read the words as products of symbols: no verdict on the meaning
+            return FAILED, f"text_unequal: the answer has words math-verify cannot weigh: {', '.join(words[:3])}"
+        return FAILED, "symbolic_unequal: math-verify"
+    why = _guard_numbers(gold, target, read_plain_value(reference), read_plain_value(predicted))
+    if why is None:
+        why = _guard_exponents(gold, target, predicted, reference)
+    if why is not None:
+        return FAILED, why
+    return PASSED, "symbolic_equal: math-verify"
 
 
 def _worker_main() -> None:
@@ -174,8 +288,9 @@ def _worker_main() -> None:
             resource.setrlimit(resource.RLIMIT_AS, (mem << 20, mem << 20))
         except (ImportError, ValueError, OSError):
             pass
-    check_pair("1", "1")  # import and warm up before saying ready
-    check_pair("\\frac{1}{2}", "0.5")
+    _mv()  # import and warm up before saying ready
+    check_pair("x+1", "1+x")
+    check_pair("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}")
     out.write('{"ready": 1}\n')
     stdin = sys.stdin.buffer
     while True:
@@ -328,7 +443,7 @@ class VerifyPool:
                         if pre is not None:
                             yield key, pre
                             continue
-                        v = _precheck(pred, ref, max_pred)
+                        v = _precheck(pred, ref, max_pred, mode)
                         if v is not None:
                             yield key, v
                             continue
@@ -409,7 +524,13 @@ class VerifyPool:
             self._busy = False
 
 
-def _precheck(pred, ref, max_pred: int) -> Verdict | None:
+def _precheck(pred, ref, max_pred: int, mode: str = "answer") -> Verdict | None:
+    """A verdict decided in the parent (no worker round trip), or None."""
+    if mode == "reference":
+        if ref is None or not isinstance(ref, str) or not ref.strip():
+            return Verdict(FAILED, "empty reference")
+        why = reference_problem(ref)
+        return Verdict(FAILED, why) if why is not None else None
     if pred is None or not isinstance(pred, str) or not pred.strip():
         return Verdict(NO_ANSWER, "no final answer")
     if ref is None or not isinstance(ref, str) or not ref.strip():
@@ -418,6 +539,14 @@ def _precheck(pred, ref, max_pred: int) -> Verdict | None:
         return Verdict(ERROR, f"answer longer than {max_pred} characters")
     if len(ref) > MAX_REFERENCE_CHARS:
         return Verdict(ERROR, f"reference longer than {MAX_REFERENCE_CHARS} characters")
+    if mode == "answer":
+        t0 = time.perf_counter()
+        try:
+            fast = fast_verdict(pred, ref)
+        except Exception:  # noqa: BLE001 - the worker will decide
+            fast = None
+        if fast is not None:
+            return Verdict(fast[0], fast[1], seconds=time.perf_counter() - t0)
     return None
 
 
@@ -450,6 +579,99 @@ def verify_many(
     items = itertools.chain([first], it)
     with VerifyPool(workers=workers) as p:
         yield from p.verify_many(items, timeout_s=timeout_s, mode=mode)
+
+
+# --------------------------------------------------------------------------- units and references
+_TEX_WORD_RE = re.compile(r"\\[A-Za-z]+")
+_KNOWN_WORDS = {"sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
+                "log", "ln", "exp", "lim", "max", "min", "gcd", "lcm", "mod", "det", "deg", "sqrt", "frac",
+                "infty", "text", "mathrm", "pmod", "bmod", "cup", "cap", "in", "or", "and"}
+
+
+def reference_problem(reference: str) -> str | None:
+    """Why a reference cannot be read as ONE value the way a human reads it, or None (pure checks)."""
+    r = reference
+    if not isinstance(r, str) or not r.strip():
+        return "empty reference"
+    if len(r) > MAX_REFERENCE_CHARS:
+        return f"longer than {MAX_REFERENCE_CHARS} characters"
+    depth = 0
+    i = 0
+    while i < len(r):
+        c = r[i]
+        if c == "\\":
+            i += 2
+            continue
+        depth += (c == "{") - (c == "}")
+        if depth < 0:
+            return "unbalanced braces"
+        i += 1
+    if depth:
+        return "unbalanced braces"
+    odd_dollars = len(_UNESCAPED_DOLLAR.findall(r)) % 2 == 1  # "$5" (currency) is fine when read as a value
+    if (r.count("\\[") != r.count("\\]") or r.count("\\(") != r.count("\\)")
+            or (odd_dollars and read_plain_value(r) is None)):
+        return "leftover math delimiters"
+    if r.count("\\begin") != r.count("\\end"):
+        return "unbalanced \\begin/\\end"
+    if read_choice(r) is not None:
+        return None
+    v = read_plain_value(r)
+    if v is not None:
+        return f"text around the value: {r.strip()[:60]!r} (strip_units: true reads {strip_units(r)!r})" if v.unit else None
+    key = _text_key(r)
+    if key is not None:
+        return None if len(key.split()) <= 3 else f"long text: {r.strip()[:60]!r} (only a judge can compare it)"
+    s = clean_value_text(r)
+    s = re.sub(r"\\(?:begin|end)\s*\{[A-Za-z*]+\}", " ", s)
+    # words outside \text{...} become products of symbols in sympy: "9 apples" = 9*a*p*p*l*e*s
+    bare = re.sub(r"\\(?:text|mathrm|textrm|mbox|operatorname)\s*\{\s*(?:or|and|if|for|otherwise)?\s*\}", " ", s)
+    bare = _TEX_WORD_RE.sub(" ", bare)
+    for w in re.findall(r"[A-Za-z]{3,}", bare):
+        if w.lower() not in _KNOWN_WORDS:
+            return f"text around the value: {r.strip()[:60]!r}"
+    return None
+
+
+def reference_verdict(reference: str) -> tuple[str, str]:
+    """(passed | failed, detail): is ``reference`` usable? Runs math-verify's parsing: call in a worker."""
+    why = reference_problem(reference)
+    if why is not None:
+        return FAILED, why
+    if read_choice(reference) is not None:
+        return PASSED, "choice"
+    if read_plain_value(reference) is not None:
+        return PASSED, "plain value"
+    if _text_key(reference) is not None:
+        return PASSED, "text"
+    if not _parse_gold(reference):
+        return FAILED, "unparseable"
+    return PASSED, "math-verify expression"
+
+
+def check_references(
+    items: Iterable[tuple[Hashable, str]],
+    timeout_s: float = 5.0,
+    workers: int = 2,
+    *,
+    pool: VerifyPool | None = None,
+) -> Iterator[tuple[Hashable, Verdict]]:
+    """Is each ``(key, reference)`` usable? Yields ``(key, Verdict)`` as they complete (any order):
+    ``passed`` = the verifier reads all of it as one value/expression; ``failed`` = unusable, with a
+    short reason in ``detail`` ("unbalanced braces", "text around the value: '9 (apples)'",
+    "unparseable"). The parsing runs in the worker processes (``mode="reference"``), with the same
+    hard deadline as verification (a hang is ``verify_timeout``).
+    """
+    triples = ((k, "-", r) for k, r in items)
+    if pool is not None:
+        yield from pool.verify_many(triples, timeout_s=timeout_s, mode="reference")
+        return
+    it = iter(triples)
+    first = next(it, None)
+    if first is None:
+        return
+    with VerifyPool(workers=workers) as p:
+        yield from p.verify_many(itertools.chain([first], it), timeout_s=timeout_s, mode="reference")
 
 
 _DEFAULT_POOL: VerifyPool | None = None

@@ -1,0 +1,578 @@
+"""Answers and references read as plain values, exactly and without sympy.
+
+Numbers (signs, currency, thousands separators, decimals, fractions, mixed numbers, scientific
+notation, percent, degrees, multiplier and number words, units that are dropped), clock times,
+numbers in a base, choice letters and short texts. ``fast_verdict`` compares two of them and says
+which rule decided; what it cannot read is left to math-verify in ``factory.checks.math``.
+The parser uses the same readings to tell whether two boxed answers are one value written twice.
+Pure, bounded string work: safe to run in any process on any input.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+PASSED = "passed"
+FAILED = "failed"
+
+# --------------------------------------------------------------------------- normalisation
+# (shared by the worker and by callers: cheap string work, no sympy)
+
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+_THOUSANDS = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_NUMBER_WITH_UNIT = re.compile(r"^([-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+))\s*([A-Za-z][A-Za-z.\- ]*)$")
+_MATH_WORDS = {"pi", "sqrt", "times", "cdot", "mod", "and", "or", "sin", "cos", "tan", "log", "ln", "exp",
+               "sec", "csc", "cot", "arcsin", "arccos", "arctan", "frac", "e",
+               # number words change the value: "3 thousand" is not 3
+               "hundred", "hundreds", "thousand", "thousands", "million", "millions", "billion", "billions",
+               "trillion", "dozen", "dozens", "half", "halves", "third", "thirds", "quarter", "quarters",
+               "fourth", "fourths", "fifth", "fifths", "tenth", "tenths", "hundredths", "thousandths",
+               "squared", "cubed", "percent", "factorial", "over", "plus", "minus", "i"}
+
+
+def normalize_answer(a: str) -> str:
+    """Light, safe clean-up of a final answer or reference before math-verify parses it."""
+    a = a.strip()
+    # LaTeX thin spaces / grouped commas in numbers: 10,\!080  11{,}111  1\,000
+    a = a.replace("{,}", ",").replace(",\\!", ",").replace("\\!", "")
+    a = _UNESCAPED_DOLLAR.sub("", a).strip()
+    a = a.rstrip(".").strip()
+    core = a[2:].strip() if a.startswith("\\$") else a
+    if _THOUSANDS.match(core):
+        return core.replace(",", "")
+    m = _NUMBER_WITH_UNIT.match(core)
+    if m:  # "18 dollars", "5 apples per day" -> the number (but not "3 pi", "2 sqrt 3")
+        words = m.group(2).lower().replace(".", " ").replace("-", " ").split()
+        if words and len(words[0]) >= 2 and not any(w in _MATH_WORDS for w in words):
+            return m.group(1).replace(",", "") if _THOUSANDS.match(m.group(1)) else m.group(1)
+    return a
+
+
+# --------------------------------------------------------------------------- plain values (no sympy)
+# Numbers, percents, clock times, base-n numerals, choice letters and words are decided here, exactly,
+# before math-verify: math-verify compares floats to ~6 digits (".0000673" == ".0000672"), reads
+# "2516_9" as 2516 and "4e33" as a symbol product. Pure string work and bounded Fraction arithmetic:
+# safe to run in the parent process.
+
+_MAX_EXP = 400          # 10^e beyond this is left to math-verify (in a worker with a deadline)
+_MAX_DIGITS = 400
+_REL_TOL = Fraction(1, 10**9)
+
+_NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?: \d{3})+(?![\d,.])|\d+(?:\.\d+)?|\.\d+)"
+_NUM_RE = re.compile(_NUM)
+_SIGN_RE = re.compile(r"[-+]\s*")
+_CURRENCY_RE = re.compile(
+    r"(?:\\\$|\$|US\\?\$|USD|EUR|GBP|INR|CAD|AUD|Rs\.?|€|£|¥|₹|\\euro|\\pounds|\\textdollar|\\textsterling|\\yen)\s*"
+)
+_MIXED_RE = re.compile(r"(\d+)\s*\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+_MIXED_SLASH_RE = re.compile(r"(\d+)\s+(\d+)\s*/\s*(\d+)(?![\d.])")
+_FRAC_RE = re.compile(r"\\frac\s*\{\s*([-+]?)\s*(" + _NUM + r")\s*\}\s*\{\s*([-+]?)\s*(" + _NUM + r")\s*\}")
+_FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*(\d)(?!\d)")
+_SLASH_RE = re.compile(r"(" + _NUM + r")\s*/\s*(" + _NUM + r")")
+_SCI_RE = re.compile(
+    r"\s*(?:[eE]([-+]?\d+)|(?:\\times|\\cdot|×|\*|x)\s*10\s*\^\s*(?:\{\s*([-+]?\d+)\s*\}|(\d)))(?![\d.])"
+)
+_POW10_RE = re.compile(r"10\s*\^\s*(?:\{\s*([-+]?\d+)\s*\}|(\d))")
+_CLOCK_RE = re.compile(
+    r"^(\d{1,2}):(\d{2})(?::(\d{2}))?\s*(?:\\text\s*\{\s*)?(am|pm|a\.m\.?|p\.m\.?)?\s*\}?$", re.I
+)
+_BASE_RE = re.compile(r"^\(?([0-9A-Za-z]+)\)?\s*_\s*(?:\{\s*(?:\\text\s*\{)?\s*(\d{1,2})\s*\}?\s*\}|(\d))$")
+_PERCENT_RE = re.compile(r"^\s*(?:\\%|%|\\text\s*\{\s*\\?%\s*\}|\\?\s*percent\b|\\text\s*\{\s*percent\s*\})")
+_DEGREE_RE = re.compile(r"^\s*(?:\^\s*\{?\s*\\circ\s*\}?|°|\\degree\b|\^\s*\{\s*\\text\s*\{\s*o\s*\}\s*\})")
+_MULTIPLIERS = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
+_UNIT_TOKEN_RE = re.compile(
+    r"\s*(?:\\(?:text|textrm|mathrm|mbox|textnormal|operatorname|textit|mathit)\s*\{([^{}]*)\}"
+    r"|\(([^()]*)\)|([A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'.]*)|(\^\s*\{?\s*[23]\s*\}?)|(/)|(-)|(~))"
+)
+_SINGLE_LETTER_UNITS = set("mgsLlhKVWJN")
+_NOT_UNITS = _MATH_WORDS | {"and", "or", "not", "is", "are", "x", "y", "z", "n", "k", "to", "of", "the", "i", "e",
+                            "if", "then", "else", "for", "all", "sqrt", "infty", "infinity", "undefined", "none",
+                            "no", "yes", "true", "false", "ln", "log", "exp", "dozen", "dozens",
+                            # prose that changes or doubts the value: "42 divided by 6", "42 is wrong"
+                            "by", "divided", "multiplied", "than", "less", "more", "greater", "fewer", "except",
+                            "instead", "wrong", "incorrect", "not", "nor", "but", "maybe", "perhaps", "approximately",
+                            "about", "around", "roughly", "nearly", "almost", "least", "most", "between", "from",
+                            "remainder", "r", "with", "without", "power", "root", "squared", "cubed", "th", "st",
+                            "nd", "rd", "digit", "digits", "base", "mod", "modulo"}
+
+
+@dataclass(frozen=True, slots=True)
+class PlainValue:
+    """A value read exactly from a whole answer/reference string."""
+
+    kind: str                        # "number" | "clock" | "base" | "choice" | "text"
+    value: Fraction | None = None    # number: as written (percent: the written number, 50 for 50%)
+    places: int | None = None        # number: decimal places as written (None: not a decimal literal)
+    fraction: bool = False           # number: written as a fraction (exact, any precision)
+    percent: bool = False
+    alts: tuple = ()                 # number: other readings ("7 dozen": 7 and 84)
+    unit: str = ""                   # number: the unit words that were dropped
+    key: Any = None                  # clock (h, m, s, ampm) / base (digits, base) / choice letter / text key
+
+
+def _unwrap(s: str) -> str:
+    """Drop wrappers that span the whole string: \\boxed{}, \\text{}, \\textbf{}, ** **, ( ) of a choice."""
+    for _ in range(6):
+        before = s
+        s = s.strip().rstrip(".;,").strip()
+        if len(s) >= 4 and s.startswith("**") and s.endswith("**"):
+            s = s[2:-2]
+        m = re.match(r"\\(?:boxed|fbox|text|textbf|textrm|mathrm|mathbf|mbox|textnormal|textit|emph)\s*\{", s)
+        if m and s.endswith("}"):
+            end = _brace_end(s, m.end() - 1)
+            if end == len(s):
+                s = s[m.end():-1]
+        if s == before:
+            return s
+    return s
+
+
+def _brace_end(s: str, i: int) -> int:
+    depth = 0
+    j = i
+    while j < len(s):
+        c = s[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return -1
+
+
+_SPACING_RE = re.compile(r"\\[,;:! ]|~|\\quad|\\qquad|\\thinspace|\\enspace")
+_SIZING_RE = re.compile(r"\\(?:displaystyle|textstyle|left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![A-Za-z])")
+_DIGIT_GROUP_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!|\\,|\\!|\\ |\\;)(?=\d{3}(?!\d))")
+_VAR_EQ_RE = re.compile(r"^[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=\s*(?!=)")
+
+
+def clean_value_text(s: str) -> str:
+    """Delimiters, spacing, sizing and wrappers off; ``x = 5`` -> ``5``; Unicode minus -> ``-``."""
+    s = s.replace("\u2212", "-").replace("\u2009", " ").replace("\u202f", " ").replace("\xa0", " ")
+    s = _DIGIT_GROUP_RE.sub(lambda m: "," if "," in m.group(0) else "", s)
+    s = s.replace("{,}", ",")
+    s = _SIZING_RE.sub("", s)
+    s = _SPACING_RE.sub(" ", s)
+    s = _UNESCAPED_DOLLAR.sub("", s)
+    s = s.replace("\\(", "").replace("\\)", "").replace("\\[", "").replace("\\]", "")
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = _unwrap(s)
+    s = _VAR_EQ_RE.sub("", s, count=1)
+    return _unwrap(s).strip()
+
+
+def _to_fraction(num: str) -> tuple[Fraction, int | None] | None:
+    num = num.replace(",", "").replace(" ", "")
+    if len(num) > _MAX_DIGITS:
+        return None
+    places = len(num) - num.index(".") - 1 if "." in num else None
+    return Fraction(num), places
+
+
+_SMALL_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen".split())}
+_TENS_WORDS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_NUMBER_WORDS_RE = re.compile(
+    r"(?i)(?:(?:" + "|".join(sorted({*_SMALL_WORDS, *_TENS_WORDS, *_MULTIPLIERS}, key=len, reverse=True))
+    + r"|and|a)\b[\s-]*)+")
+
+
+def _read_number_words(s: str, pos: int):
+    """(value, end) of an English number in words at ``s[pos:]`` ("seventy-two", "one hundred and five",
+    "a thousand"), or None. Only whole numbers: "two thirds" is not read (left to the judge)."""
+    m = _NUMBER_WORDS_RE.match(s, pos)
+    if not m:
+        return None
+    words = re.findall(r"[a-z]+", m.group(0).lower())
+    while words and words[-1] in ("and", "a"):
+        words.pop()
+    if not words or not any(w in _SMALL_WORDS or w in _TENS_WORDS for w in words) and words[0] != "a":
+        return None
+    total = current = 0
+    last = None
+    for w in words:
+        if w in _SMALL_WORDS or w in _TENS_WORDS:
+            v = _SMALL_WORDS.get(w, _TENS_WORDS.get(w))
+            # "twenty five" adds; "five twenty", "twelve three" are not one number
+            if last in ("small", "tens") and not (last == "tens" and v < 10):
+                return None
+            current += v
+            last = "tens" if w in _TENS_WORDS else "small"
+        elif w == "a":
+            if last is not None:
+                return None
+            current, last = 1, "a"
+        elif w == "and":
+            if last not in ("scale", "hundred"):
+                return None
+        elif w == "hundred":
+            current, last = max(current, 1) * 100, "hundred"
+        else:
+            total, current, last = total + max(current, 1) * _MULTIPLIERS[w], 0, "scale"
+    if last == "a":
+        return None
+    end = m.start() + len(re.match(r"(?i)(?:[a-z]+[\s-]*){%d}" % len(words), m.group(0)).group(0).rstrip(" -\t"))
+    return Fraction(total + current), end
+
+
+def _read_number(s: str, pos: int = 0):
+    """(value, places, fraction?, end) of the number at ``s[pos:]``, or None."""
+    words = _read_number_words(s, pos) if s[pos:pos + 1].isalpha() else None
+    if words is not None:
+        return words[0], 0, False, words[1]
+    for rx in (_MIXED_RE, _MIXED_SLASH_RE):
+        m = rx.match(s, pos)
+        if m and int(m.group(3)) != 0:
+            return Fraction(int(m.group(1))) + Fraction(int(m.group(2)), int(m.group(3))), None, True, m.end()
+    m = _FRAC_RE.match(s, pos)
+    if m:
+        n, d = _to_fraction(m.group(2)), _to_fraction(m.group(4))
+        if n and d and d[0] != 0:
+            v = n[0] / d[0] * (-1 if m.group(1) == "-" else 1) * (-1 if m.group(3) == "-" else 1)
+            return v, None, True, m.end()
+        return None
+    m = _FRAC_SHORT_RE.match(s, pos)
+    if m and m.group(2) != "0":
+        return Fraction(int(m.group(1)), int(m.group(2))), None, True, m.end()
+    m = _SLASH_RE.match(s, pos)
+    if m:
+        n, d = _to_fraction(m.group(1)), _to_fraction(m.group(2))
+        if n and d and d[0] != 0:
+            return n[0] / d[0], None, True, m.end()
+        return None
+    m = _POW10_RE.match(s, pos)
+    if m:
+        e = int(m.group(1) or m.group(2))
+        if abs(e) > _MAX_EXP:
+            return None
+        return Fraction(10) ** e, (max(0, -e) if e < 0 else None), False, m.end()
+    m = _NUM_RE.match(s, pos)
+    if not m:
+        return None
+    got = _to_fraction(m.group(0))
+    if got is None:
+        return None
+    v, places = got
+    end = m.end()
+    e = _SCI_RE.match(s, end)
+    if e:
+        exp = int(e.group(1) or e.group(2) or e.group(3))
+        if abs(exp) > _MAX_EXP:
+            return None
+        v *= Fraction(10) ** exp
+        places = max(0, (places or 0) - exp)
+        end = e.end()
+    return v, places, False, end
+
+
+def _unit_words(tail: str) -> list[str] | None:
+    """The words of a unit tail (``\\text{ cm}^2``, ``km/h``, ``(apples)``, ``dollars``), None if not one."""
+    words: list[str] = []
+    pos = 0
+    tail = tail.rstrip(".")
+    while pos < len(tail):
+        m = _UNIT_TOKEN_RE.match(tail, pos)
+        if not m or m.end() == pos:
+            return None if tail[pos:].strip() else words
+        for g in (m.group(1), m.group(2), m.group(3)):
+            if g is not None:
+                inner = g.replace("~", " ").replace("\\", " ").replace("/", " ").replace("-", " ").replace(".", " ")
+                for w in inner.split():
+                    if not re.fullmatch(r"[A-Za-zÀ-ÿ']+|\^?\{?[23]\}?|s", w):
+                        return None
+                    words.append(w)
+        pos = m.end()
+    return words
+
+
+def _unit_ok(words: list[str]) -> bool:
+    letters = [w for w in words if w[0].isalpha()]
+    if not letters:
+        return False
+    for w in letters:
+        lw = w.lower().strip("'")
+        if lw in _NOT_UNITS:
+            return False
+        if len(lw) == 1 and w not in _SINGLE_LETTER_UNITS:
+            return False
+    return True
+
+
+def read_plain_value(text: str) -> PlainValue | None:
+    """An exact reading of a whole answer as a plain value, or None (leave it to math-verify).
+
+    Numbers take a sign, a currency prefix (``\\$``, ``USD``, ``€``), thousands separators, decimals,
+    ``\\frac{a}{b}``, ``a/b``, mixed numbers (``2\\frac{1}{2}``, ``2 1/2``), scientific notation
+    (``4e33``, ``4 \\times 10^{33}``), a percent sign, degrees, a multiplier word (``3 thousand``),
+    and unit words (``cm^2``, ``km/h``, ``(apples)``, ``dollars``), which are dropped.
+    """
+    s = clean_value_text(text)
+    if not s or len(s) > 300:
+        return None
+    m = _CLOCK_RE.match(s)
+    if m:
+        h, mi, sec = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+        ampm = (m.group(4) or "").lower().replace(".", "")
+        if mi < 60 and sec < 60 and h <= 24:
+            if ampm == "pm" and h < 12:
+                h += 12
+            elif ampm == "am" and h == 12:
+                h = 0
+            return PlainValue("clock", key=(h, mi, sec, bool(ampm)))
+    m = _BASE_RE.match(s)
+    if m and re.search(r"\d", m.group(1)):
+        return PlainValue("base", key=(m.group(1).lower().lstrip("0") or "0", int(m.group(2) or m.group(3))))
+    pos = 0
+    neg = False
+    for _ in range(2):  # "-\$5" and "\$-5"
+        sm = _SIGN_RE.match(s, pos)
+        if sm:
+            neg ^= sm.group(0)[0] == "-"
+            pos = sm.end()
+        cm = _CURRENCY_RE.match(s, pos)
+        if cm:
+            pos = cm.end()
+    got = _read_number(s, pos)
+    if got is None:
+        return None
+    v, places, frac, end = got
+    if neg:
+        v = -v
+    tail = s[end:]
+    percent = False
+    pm = _PERCENT_RE.match(tail)
+    if pm:
+        percent, tail = True, tail[pm.end():]
+    else:
+        dm = _DEGREE_RE.match(tail)
+        if dm:
+            tail = tail[dm.end():]
+    tail = tail.strip()
+    alts: tuple = ()
+    unit = ""
+    if tail:
+        words = _unit_words(tail)
+        if not words:
+            return None
+        first = words[0].lower()
+        mult = _MULTIPLIERS.get(first.rstrip("s"))
+        if mult:  # "3 thousand" is 3000, never 3
+            v *= mult
+            places = None
+            words = words[1:]
+        elif first in ("dozen", "dozens"):  # "7 dozen" answers both "how many dozen" (7) and "how many" (84)
+            alts = (v * 12,)
+            words = words[1:]
+        if words and not _unit_ok(words):
+            return None
+        unit = " ".join(words)
+    return PlainValue("number", v, places, frac, percent, alts, unit)
+
+
+_CHOICE_RE = re.compile(r"^(?:\\text(?:bf)?\s*\{\s*)?\(?([A-J])\)?(?:\s*\})?$")
+_CHOICE_ANSWER_RE = re.compile(
+    # "B", "(B) 42", "B) 42", "B. 42", "B: 42", "Option B"; never "A circle" (the article)
+    r"^(?:(?:option|choice|answer)\s*:?\s*)?(?:\\text(?:bf)?\s*\{\s*)?\(?([A-J])\)?(?:\s*\})?"
+    r"(?:$|\s*[.):]\s*\S.*$|(?<=[)}])\s+\S.*$)", re.I | re.S
+)
+
+
+def read_choice(text: str, answer: bool = False) -> str | None:
+    """The choice letter of ``B``, ``(B)``, ``\\text{(B)}``; for an answer also ``B) 42``, ``Option B``."""
+    s = clean_value_text(text)
+    m = (_CHOICE_ANSWER_RE if answer else _CHOICE_RE).match(s)
+    if not m:
+        return None
+    letter = m.group(1)
+    # an answer's letter must be a capital (or in parentheses): "a" alone is a variable
+    if answer and not letter.isupper() and "(" not in s[:3]:
+        return None
+    return letter.upper()
+
+
+# words: letters, spaces, and hyphens only inside a word ("well-known"; "p - q" is math)
+_TEXT_RE = re.compile(r"^[A-Za-zÀ-ÿ']+(?:-[A-Za-zÀ-ÿ']+)*(?: [A-Za-zÀ-ÿ']+(?:-[A-Za-zÀ-ÿ']+)*)*$")
+
+
+def _text_key(text: str) -> str | None:
+    """A case/space/LaTeX-insensitive key for a word answer (``\\text{Monday}``), None if not words."""
+    s = clean_value_text(text)
+    s = re.sub(r"\\(?:text|textbf|textrm|mathrm|mbox|textit|mathbf)\s*\{([^{}]*)\}", r"\1", s).strip().rstrip(".")
+    s = re.sub(r"\s+", " ", s)
+    if not _TEXT_RE.match(s) or len(s) < 2:
+        return None
+    words = s.lower().split()
+    if max(len(w) for w in words) < 2:  # "p q", "x y": products of symbols, not words
+        return None
+    if len(words) > 1 and words[0] in ("the", "a", "an"):
+        words = words[1:]
+    return " ".join(words)
+
+
+def _num_eq(a: Fraction, b: Fraction) -> bool:
+    return a == b or abs(a - b) <= _REL_TOL * max(abs(a), abs(b))
+
+
+def _round(v: Fraction, places: int) -> set[Fraction]:
+    q = Fraction(1, 10**places)
+    scaled = v / q
+    lo = math.floor(scaled)
+    out = {Fraction(round(scaled)) * q}  # half-even
+    out.add(Fraction(lo + (1 if scaled - lo >= Fraction(1, 2) else 0)) * q)  # half-up
+    return out
+
+
+def _significant_digits(v: Fraction, places: int) -> int:
+    digits = str(abs(v.numerator * 10**places // v.denominator)) if v else "0"
+    return len(digits.lstrip("0"))
+
+
+def compare_plain(answer: PlainValue, reference: PlainValue) -> tuple[bool, str] | None:
+    """(equal, "<rule>: detail") for two plain values, None when the kinds cannot be compared here."""
+    a, r = answer, reference
+    if a.kind == "clock" or r.kind == "clock":
+        if a.kind != r.kind:
+            return None
+        (ah, am, as_, ap), (rh, rm, rs, rp) = a.key, r.key
+        # "3:45" against "3:45 PM": the 12-hour reading; "3:45 AM" against "15:45": the 24-hour one
+        if not (ap and rp) and not ((ap and rh > 12) or (rp and ah > 12)):
+            ah, rh = ah % 12, rh % 12
+        same = (ah, am, as_) == (rh, rm, rs)
+        return same, ("numeric_equal: same time" if same else "numeric_unequal: different times")
+    if a.kind == "base" or r.kind == "base":
+        if a.kind == r.kind:
+            if a.key[1] != r.key[1]:
+                return False, f"base_mismatch: base {a.key[1]} answer, base {r.key[1]} reference"
+            same = a.key[0] == r.key[0]
+            return same, ("numeric_equal: same base-%d digits" if same else "numeric_unequal: base-%d digits differ") % r.key[1]
+        plain, based = (a, r) if a.kind == "number" else (r, a)
+        if plain.kind != "number" or plain.percent or plain.value.denominator != 1 or plain.value < 0:
+            return False, "base_mismatch: a base-n numeral against a non-integer"
+        same = str(plain.value.numerator) == based.key[0]
+        return same, ("numeric_equal: same digits, base %d implied" if same else
+                      "numeric_unequal: digits differ from the base-%d numeral") % based.key[1]
+    if a.kind != "number" or r.kind != "number":
+        return None
+    a_vals = [a.value, *a.alts] + ([a.value / 100] if a.percent else [])
+    r_vals = [r.value] + ([r.value / 100] if r.percent else [])
+    for x in a_vals:
+        for y in r_vals:
+            if _num_eq(x, y):
+                return True, f"numeric_equal: {_show(x)}"
+    # a reference rounded to its own decimal places: "0.33" for 1/3, "3.14" for 3.14159
+    if r.places and _significant_digits(r.value, r.places) >= 2:
+        if a.fraction or (a.places is not None and a.places >= r.places + 2):
+            for x in a_vals:
+                for y in r_vals:
+                    if y in _round(x, r.places):
+                        return True, f"numeric_equal: {_show(x)} rounds to the reference's {r.places} decimal places"
+    return False, f"numeric_unequal: {_show(a.value)} vs {_show(r.value)}"
+
+
+def _show(v: Fraction) -> str:
+    d = v.denominator
+    twos_fives = d
+    for f in (2, 5):
+        while twos_fives % f == 0:
+            twos_fives //= f
+    if d == 1:
+        s = str(v.numerator)
+    elif twos_fives == 1 and d < 10**30:  # a terminating decimal: show it as one
+        places = max(len(str(d)) - 1, 1)
+        while Fraction(round(v * 10**places), 10**places) != v:
+            places += 1
+        s = f"{float(v):.{places}f}" if places < 15 else f"{v.numerator}/{d}"
+    else:
+        s = f"{v.numerator}/{v.denominator}"
+    return s if len(s) <= 40 else f"{float(v):.6g}"
+
+
+def fast_verdict(predicted: str, reference: str) -> tuple[str, str] | None:
+    """(status, "<rule>: detail") decided without sympy, or None: choices, plain values, words.
+
+    Pure and bounded (no sympy, no big powers): the pool runs it in the parent process, so
+    most numeric answers never wait for a worker.
+    """
+    ref_choice = read_choice(reference)
+    if ref_choice is not None:
+        got = read_choice(predicted, answer=True)
+        if got is not None:
+            return ((PASSED, f"choice_equal: ({got})") if got == ref_choice
+                    else (FAILED, f"choice_unequal: ({got}) vs ({ref_choice})"))
+    r = read_plain_value(reference)
+    if r is not None:
+        a = read_plain_value(predicted)
+        if a is not None:
+            got = compare_plain(a, r)
+            if got is not None:
+                same, detail = got
+                return (PASSED if same else FAILED), detail
+    if ref_choice is not None:
+        # "42" for reference (B) may be option B's value: only a judge that sees the options can tell
+        return FAILED, f"text_unequal: the reference is choice ({ref_choice}), the answer is not a choice letter"
+    rk = _text_key(reference)
+    if rk is not None and rk not in _NOT_UNITS_TEXT:
+        ak = _text_key(predicted)
+        if ak is not None:
+            return (PASSED, f"text_equal: {rk!r}") if ak == rk else (FAILED, f"text_unequal: {ak!r} vs {rk!r}")
+    return None
+
+
+# single words that are math, not text: left to math-verify ("pi", "e", "infinity")
+_NOT_UNITS_TEXT = {"pi", "infinity", "infty", "e", "i"}
+
+
+
+# --------------------------------------------------------------------------- units
+
+
+
+def strip_units(text: str) -> str:
+    """The bare value of a reference written with a unit or currency, else ``text`` untouched.
+
+    ``9 (apples)`` -> ``9``, ``$1,200`` -> ``1200``, ``\\$18.50`` -> ``18.50``, ``1.6 \\mathrm{~cm}`` -> ``1.6``,
+    ``5\\text{ cm}^2`` -> ``5``, ``30 km/h`` -> ``30``, ``USD 40`` -> ``40``, ``€3`` -> ``3``, ``12 dollars`` -> ``12``.
+    Untouched: anything that is not one number plus unit words (``x^2+1``, ``\\frac{3}{4}``, ``(1, 2)``,
+    ``\\text{Monday}``, ``3\\pi``, ``2\\sqrt{3}``), percents (``50\\%``), degrees, powers (``10^{3}``) and
+    words that change the value (``3 thousand``, ``7 dozen``). Pure string work (no sympy).
+    """
+    if not isinstance(text, str):
+        return text
+    try:
+        s = clean_value_text(text)
+        if not s or len(s) > 300 or _CLOCK_RE.match(s) or _BASE_RE.match(s):
+            return text
+        pos, sign, currency = 0, "", False
+        for _ in range(2):
+            sm = _SIGN_RE.match(s, pos)
+            if sm:
+                sign = "" if (sign == "-") == (sm.group(0)[0] == "-") else "-"
+                pos = sm.end()
+            cm = _CURRENCY_RE.match(s, pos)
+            if cm:
+                currency, pos = True, cm.end()
+        got = _read_number(s, pos)
+        if got is None:
+            return text
+        literal = s[pos:got[3]].strip()
+        tail = s[got[3]:].strip()
+        if tail:
+            words = _unit_words(tail)
+            if not words or not _unit_ok(words) or words[0].lower().rstrip("s") in _MULTIPLIERS:
+                return text
+        grouped = bool(_THOUSANDS.match(literal) or re.fullmatch(r"\d{1,3}(?: \d{3})+", literal))
+        if not (tail or currency or grouped):
+            return text
+        return sign + (literal.replace(",", "").replace(" ", "") if grouped else literal)
+    except Exception:  # noqa: BLE001 - a cleaning helper never stops a load
+        return text
