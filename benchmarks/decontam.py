@@ -7,9 +7,15 @@ The planted set (``planted_set``, also used by tests/test_decontam.py) mixes ~70
 GSM8K train problems with copies of GSM8K test / MATH-500 / HumanEval items under each
 disguise: verbatim, prefix (+ suffix) added, spacing and case changed, a sentence dropped,
 a name swapped (the function name for HumanEval), all numbers changed, and a combination
-(prefix + names + numbers); plus short items (MATH-500 problems under 13 words) verbatim,
-prefixed, and with spacing/case changed. Numbers are not changed in short items: in a
-one-line item a changed number makes a different problem.
+(prefix + names + numbers); plus every short item (under 21 words, from all three sets)
+under each short disguise that applies: verbatim, prefixed, spacing/case changed, a
+sentence dropped, one word swapped (a synonym, or two neighbours trading places), numbers
+changed. Numbers are changed only in short items with at least 6 other words: in a
+one-line item like "Compute $\\dbinom{8}{4}$." a changed number makes a different problem.
+
+``HARD_NEGATIVES``: ~50 unrelated competition-style problems written for this benchmark
+that share MATH-500's boilerplate ("What is the smallest positive integer", "Express your
+answer as a common fraction.", "Find the number of ordered pairs"); none should be flagged.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ DATA = ROOT / "data"
 sys.path.insert(0, str(ROOT))
 
 DISGUISES = ("verbatim", "prefix", "spacing_case", "sentence_dropped", "name_swap", "numbers", "combo")
-SHORT_DISGUISES = ("verbatim", "prefix", "spacing_case")
+SHORT_DISGUISES = ("verbatim", "prefix", "spacing_case", "sentence_dropped", "word_swap", "numbers")
 PREFIXES = [
     "Solve the following math problem. ", "Question: ", "Here is a problem from my homework:\n\n",
     "Please answer step by step.\n", "I found this puzzle online, can you help? ", "Problem 17. ",
@@ -44,6 +50,70 @@ _SENT = re.compile(r"(?<=[.!?])\s+")
 _CAPWORD = re.compile(r"\b[A-Z][a-z]+\b")
 _NUMBER = re.compile(r"\d+")
 SHORT_WORDS = 13
+SHORT_POOL_WORDS = 21  # items under this many words also get the short disguises
+SYNONYMS = {"find": "determine", "compute": "calculate", "what": "which", "smallest": "least",
+            "largest": "greatest", "number": "count", "total": "overall", "many": "much", "value": "result",
+            "integer": "whole number", "positive": "nonnegative", "simplify": "reduce", "evaluate": "work out",
+            "buy": "purchase", "bought": "purchased", "each": "every", "sum": "total", "spend": "pay",
+            "how": "in what way", "real": "complex", "minimum": "least", "maximum": "largest"}
+
+# Unrelated competition-style problems (written for this benchmark, not taken from any
+# contest) that reuse MATH-500's boilerplate: openings, closing instructions, templates.
+HARD_NEGATIVES = [
+    "What is the smallest positive integer $n$ such that $n!$ ends in exactly 12 zeros?",
+    "What is the smallest positive integer that can be written as the sum of nine consecutive integers and also as the sum of ten consecutive integers?",
+    "What is the largest prime factor of $2^{16} - 1$?",
+    "What is the value of $\\log_3 81 + \\log_2 \\frac{1}{8}$?",
+    "What is the value of $x$ if $\\frac{x+4}{x-2} = \\frac{x-1}{x+3}$? Express your answer as a common fraction.",
+    "A bag holds 5 red marbles and 7 blue marbles. Two marbles are drawn without replacement. What is the probability that both are blue? Express your answer as a common fraction.",
+    "Two fair six-sided dice are rolled. What is the probability that the product of the numbers shown is a perfect square? Express your answer as a common fraction.",
+    "Find the number of ordered pairs $(x,y)$ of positive integers such that $xy = 2^{10} 3^4$ and $\\gcd(x,y) = 6$.",
+    "Find the number of ordered triples $(a,b,c)$ of nonnegative integers with $a + b + c = 12$ and $a \\le b \\le c$.",
+    "How many positive divisors of $10!$ are perfect squares?",
+    "How many positive three-digit integers have digits whose sum is 9?",
+    "In how many ways can 7 people sit around a round table if two particular people refuse to sit next to each other?",
+    "In how many ways can the letters of the word BANANA be arranged so that no two A's are adjacent?",
+    "Find the minimum value of $x^2 + 4y^2 + \\frac{1}{xy}$ over all positive real numbers $x$ and $y$.",
+    "Let $a$, $b$, and $c$ be positive real numbers such that $abc = 8$. Find the minimum value of $(a+2)(b+2)(c+2)$.",
+    "Let $x$ and $y$ be real numbers such that $x^2 + y^2 = 25$. Find the maximum value of $3x + 4y$.",
+    "Find the remainder when $7^{2023}$ is divided by 100.",
+    "Find the remainder when $x^{100}$ is divided by $x^2 - 3x + 2$.",
+    "What is the sum of all positive integers $n$ for which $n^2 - 19n + 99$ is a perfect square?",
+    "What is the sum of the digits of the smallest prime greater than 1000?",
+    "The area of a rectangle is 48 and its perimeter is 28. What is the length of its diagonal? Express your answer in simplest radical form.",
+    "A regular hexagon has side length 4. What is the area of the hexagon? Express your answer in simplest radical form.",
+    "In triangle $ABC$, $AB = 13$, $BC = 14$, and $CA = 15$. What is the length of the altitude from $A$? Express your answer as a decimal to the nearest tenth.",
+    "Compute $\\sum_{k=1}^{20} k^3$.",
+    "Compute the product of the roots of $2x^3 - 5x^2 + 7x - 11 = 0$.",
+    "Evaluate $\\sqrt{12 + \\sqrt{12 + \\sqrt{12 + \\cdots}}}$.",
+    "Simplify $\\frac{1}{\\sqrt{5} + \\sqrt{3}} + \\frac{1}{\\sqrt{3} - 1}$.",
+    "Solve for $x$: $\\log_2 (x+6) + \\log_2 (x-1) = 3$.",
+    "Find all real solutions to $x^4 - 5x^2 + 4 = 0$. Enter all the solutions, separated by commas.",
+    "Find all complex numbers $z$ such that $z^2 = \\overline{z}$. Enter all the solutions, separated by commas.",
+    "If $f(x) = 2x + 3$ and $g(x) = x^2 - 1$, what is $f(g(2)) - g(f(1))$?",
+    "If $a + b = 7$ and $ab = 10$, what is the value of $a^3 + b^3$?",
+    "The sum of three consecutive odd integers is 147. What is the product of the smallest and the largest?",
+    "A circle is inscribed in a square of side 10, and a smaller square is inscribed in the circle. What is the area of the smaller square?",
+    "How many ways can 5 distinct books be placed on 3 distinct shelves if every shelf gets at least one book?",
+    "What is the greatest common divisor of $n^2 + 1$ and $(n+1)^2 + 1$ over all positive integers $n$?",
+    "Find the largest integer $k$ such that $3^k$ divides $100!$.",
+    "Convert $2021_{10}$ to base 7.",
+    "Express $0.\\overline{27}$ as a common fraction in lowest terms.",
+    "Express $\\frac{7}{16}$ as a decimal.",
+    "What is the units digit of $3^{2024} + 7^{2024}$?",
+    "Let $p(x)$ be a monic quadratic with $p(1) = 4$ and $p(2) = 9$. Find $p(5)$.",
+    "The vertices of a triangle are $(0,0)$, $(6,0)$ and $(2,5)$. What is the area of the triangle?",
+    "A right circular cone has volume $96\\pi$ and height 8. What is the slant height of the cone?",
+    "Find the number of positive integers less than 1000 that are divisible by 7 but not by 11.",
+    "Find the number of subsets of $\\{1,2,\\ldots,10\\}$ that contain no two consecutive integers.",
+    "What is the probability that a randomly chosen divisor of 360 is odd? Express your answer as a common fraction.",
+    "Let $z = \\cos \\frac{2\\pi}{7} + i \\sin \\frac{2\\pi}{7}$. Compute $z + z^2 + z^4$.",
+    "For how many integers $n$ between 1 and 100 is $n^2 + n + 41$ prime?",
+    "What is the least positive integer with exactly 12 positive divisors?",
+    "Find the sum of all real numbers $x$ such that $|x - 3| + |x + 1| = 10$.",
+    "What is the value of $\\binom{10}{3} - \\binom{9}{3}$?",
+]
+
 
 
 def load_benchmarks() -> dict[str, list[tuple[str, str]]]:
@@ -139,9 +209,34 @@ def d_combo(text, rng, bench):
     return d_prefix(t, rng, bench)
 
 
+def d_word_swap(text, rng, bench):
+    """One word outside $...$ math replaced by a synonym, or two neighbouring words swapped."""
+    plain = [m for m in re.finditer(r"\$[^$]*\$|[A-Za-z]{3,}", text) if not m.group(0).startswith("$")]
+    if not plain:
+        return None
+    syn = [m for m in plain if m.group(0).lower() in SYNONYMS]
+    if syn and rng.random() < 0.6:
+        m = rng.choice(syn)
+        new = SYNONYMS[m.group(0).lower()]
+        new = new.capitalize() if m.group(0)[0].isupper() else new
+        return text[:m.start()] + new + text[m.end():]
+    pairs = [(a, b) for a, b in zip(plain, plain[1:]) if text[a.end():b.start()] == " "]
+    if not pairs:
+        return None
+    a, b = rng.choice(pairs)
+    return text[:a.start()] + b.group(0) + " " + a.group(0) + text[b.end():]
+
+
+def d_short_numbers(text, rng, bench):
+    if len(re.findall(r"[A-Za-z]{2,}", _NUMBER.sub(" ", text))) < 6:
+        return None
+    return d_numbers(text, rng, bench)
+
+
 DISGUISE_FNS = {"verbatim": d_verbatim, "prefix": d_prefix, "spacing_case": d_spacing_case,
                 "sentence_dropped": d_sentence_dropped, "name_swap": d_name_swap, "numbers": d_numbers,
-                "combo": d_combo}
+                "combo": d_combo, "word_swap": d_word_swap}
+SHORT_DISGUISE_FNS = {**DISGUISE_FNS, "numbers": d_short_numbers}
 
 
 def _words(text: str) -> int:
@@ -174,13 +269,15 @@ def planted_set(seed: int = 0, per_type: dict[str, int] | None = None, n_clean: 
                     continue
                 rows.append((f"planted:{bench}:{disguise}:{got}", out, (bench, item_id, disguise)))
                 got += 1
-    if "math500" in per_type:
-        short = [it for it in benchmarks["math500"] if _words(it[1]) < SHORT_WORDS]
+    for bench in per_type:
+        short = [it for it in benchmarks[bench] if _words(it[1]) < SHORT_POOL_WORDS]
         rng.shuffle(short)
         for j, (item_id, text) in enumerate(short):
-            disguise = SHORT_DISGUISES[j % len(SHORT_DISGUISES)]
-            out = DISGUISE_FNS[disguise](text, rng, "math500")
-            rows.append((f"planted:math500:short_{disguise}:{j}", out, ("math500", item_id, "short_" + disguise)))
+            for disguise in SHORT_DISGUISES:
+                out = SHORT_DISGUISE_FNS[disguise](text, rng, bench)
+                if out is None or (disguise != "verbatim" and out == text):
+                    continue
+                rows.append((f"planted:{bench}:short_{disguise}:{j}", out, (bench, item_id, "short_" + disguise)))
     clean_idx = rng.sample(range(len(train)), min(n_clean, len(train)))
     for i in clean_idx:
         rows.append((f"clean:{i}", train[i], None))
@@ -194,7 +291,7 @@ def evaluate(hits, rows) -> dict:
     for h in hits:
         by_key.setdefault(h.key, set()).add((h.benchmark, h.item_id))
     per: dict[str, list[int]] = {}
-    clean_flagged = []
+    clean_flagged, missed = [], []
     n_clean = 0
     for key, _, label in rows:
         if label is None:
@@ -205,14 +302,18 @@ def evaluate(hits, rows) -> dict:
         bench, item_id, disguise = label
         per.setdefault(disguise, [0, 0])
         per[disguise][1] += 1
-        per[disguise][0] += (bench, item_id) in by_key.get(key, set())
+        found = (bench, item_id) in by_key.get(key, set())
+        per[disguise][0] += found
+        if not found:
+            missed.append(label)
     caught = sum(v[0] for v in per.values())
     total = sum(v[1] for v in per.values())
     return {"recall": caught / max(total, 1), "caught": caught, "planted": total,
             "per_disguise": {k: v[0] / v[1] for k, v in sorted(per.items())},
             "per_disguise_counts": {k: tuple(v) for k, v in sorted(per.items())},
             "false_hits": len(clean_flagged), "clean": n_clean,
-            "false_hit_rate": len(clean_flagged) / max(n_clean, 1), "flagged_clean": clean_flagged}
+            "false_hit_rate": len(clean_flagged) / max(n_clean, 1), "flagged_clean": clean_flagged,
+            "missed": missed}
 
 
 def _table(rows, header):
@@ -284,13 +385,22 @@ def main() -> None:
               f"{evb['recall']:.4f}", f"{evb['false_hits']} ({evb['false_hit_rate']:.2%})")
             for seed, ev, evb, _ in per_seed],
            ("seed", "recall", "false hits", "plain 8-gram recall", "plain 8-gram false hits"))
+    item_text = {(b, i): t for b, its in benchmarks.items() for i, t in its}
+    misses = [(m, item_text[m[:2]]) for _, ev, _, _ in per_seed for m in ev["missed"]]
+    print(f"\nmissed copies, all seeds ({len(misses)}): disguise, item words, item")
+    for (bench, item_id, disguise), text in misses:
+        print(f"- {disguise:22s} {_words(text):3d}  {text[:90]!r}")
+    hn = dec.find(list(enumerate(HARD_NEGATIVES)))
+    print(f"\nhard negatives: {len({h.key for h in hn})} of {len(HARD_NEGATIVES)} unrelated competition problems "
+          "sharing MATH-500 boilerplate flagged")
+    for h in hn:
+        print(f"- {HARD_NEGATIVES[h.key][:90]!r} ~ {h.item_id} [{h.kind} {h.score:.2f}]")
     print("\nrecall per disguise, all seeds:")
     _table([(k, f"{c}/{t}", f"{c / t:.3f}") for k, (c, t) in sorted(per_disguise.items())],
            ("disguise", "caught", "recall"))
 
     # every clean GSM8K train problem flagged, to judge by eye
     hits = dec.find(list(enumerate(train)))
-    item_text = {(b, i): t for b, its in benchmarks.items() for i, t in its}
     print(f"\nall {len(train)} GSM8K train problems: {len({h.key for h in hits})} flagged "
           f"({len({h.key for h in hits}) / len(train):.2%}):")
     for h in hits:
@@ -313,7 +423,7 @@ def main() -> None:
     doc, key, _ = dec._text_grams([t for _, t in corpus])
     grams_s = time.perf_counter() - t
     joins = {}
-    for method, fn in (("duckdb", dec._counts_duckdb), ("python", dec._counts_python)):
+    for method, fn in (("duckdb", dec._matches_duckdb), ("python", dec._matches_python)):
         best = float("inf")
         for _ in range(args.repeat):
             t = time.perf_counter()

@@ -147,5 +147,79 @@ def test_planted_recall_and_false_hits(benchmarks, dec, train):
                          benchmarks=benchmarks, train=train)
     ev = B.evaluate(dec.find([(k, t) for k, t, _ in rows]), rows)
     assert ev["planted"] >= 300
-    assert ev["recall"] >= 0.98, ev["per_disguise"]
+    assert ev["recall"] >= 0.985, ev["per_disguise"]
     assert ev["false_hit_rate"] <= 0.005
+
+
+# -- short items, boilerplate, one shared n-gram -------------------------------------------------
+
+def _short_items(benchmarks, lo=10, hi=20):
+    return [(b, i, t) for b in ("math500", "gsm8k_test") for i, t in benchmarks[b] if lo <= B._words(t) <= hi]
+
+
+@pytest.mark.parametrize("disguise", ["sentence_dropped", "word_swap", "numbers"])
+def test_short_items_under_disguise_are_caught(benchmarks, dec, disguise):
+    """10-20-word items with a sentence dropped, one word swapped, or numbers changed."""
+    rng = random.Random(1)
+    fn = B.SHORT_DISGUISE_FNS[disguise]
+    texts, targets = [], []
+    for bench, item_id, text in _short_items(benchmarks):
+        out = fn(text, rng, bench)
+        if out is None or out == text:
+            continue
+        texts.append((f"k{len(texts)}", out))
+        targets.append((bench, item_id))
+    assert len(texts) >= 10
+    hits = dec.find(texts)
+    caught = sum(t in hit_items(hits, k) for (k, _), t in zip(texts, targets))
+    assert caught / len(texts) >= 0.95, (disguise, caught, len(texts))
+
+
+def test_known_short_disguises(benchmarks, dec):
+    item_id = next(i for i, t in benchmarks["math500"] if t.startswith("What power of 4 is equal to 8?"))
+    power = item(benchmarks, "math500", item_id)
+    texts = [("swapped", power.replace("What power", "Which power")),
+             ("numbers", "What power of 9 is equal to 27? Express your answer as a common fraction."),
+             ("prefixed", "Quick question: " + power.replace("What", "Which"))]
+    hits = dec.find(texts)
+    for key in ("swapped", "numbers", "prefixed"):
+        assert ("math500", item_id) in hit_items(hits, key), key
+
+
+def test_boilerplate_alone_is_not_a_hit(dec):
+    """Unrelated competition problems that share MATH-500's openings and closing instructions."""
+    hits = dec.find(list(enumerate(B.HARD_NEGATIVES)))
+    assert hits == [], [(B.HARD_NEGATIVES[h.key], h.item_id) for h in hits]
+    stitched = ("What is the smallest positive integer n such that the sum of the digits of n is 20? "
+                "Express your answer as a common fraction. Find the number of ordered pairs of primes "
+                "whose sum is 60. Express your answer in simplest radical form.")
+    assert dec.find([("s", stitched)]) == []
+
+
+def test_one_shared_13gram_is_not_enough():
+    shared = "the number of ordered pairs of positive integers a and b such that"  # 13 tokens
+    d = Decontaminator({"m": [
+        ("long", f"Find {shared} a divides b and b divides 360, and the quotient is a perfect square greater "
+                 "than one; give the total count of such pairs as an integer."),
+        ("short", f"Compute {shared} ab equals 48."),
+    ]})
+    other = (f"Determine {shared} the least common multiple of a and b equals 1200 while the greatest "
+             "common divisor equals 10.")
+    # the long item shares one 13-gram (13 of its 33 tokens) with the other problem: no hit;
+    # the short item (17 tokens) is mostly that span: a hit, as is a prefixed copy with new numbers
+    assert [h.item_id for h in d.find([("other", other)])] == ["short"]
+    assert [h.item_id for h in d.find([("copy", f"Please compute {shared} ab equals 75.")])] == ["short"]
+    d_long = Decontaminator({"m": [("long", f"Find {shared} a divides b and b divides 360, and the "
+                                                "quotient is a perfect square greater than one; give the "
+                                                "total count of such pairs as an integer.")]})
+    assert d_long.find([("other", other)]) == []
+
+
+def test_boilerplate_ngrams_are_not_indexed():
+    closing = "Express your answer as a common fraction in lowest terms please."
+    items = [(f"i{k}", f"{what} {closing}") for k, what in enumerate(
+        ["What is the chance of two heads in three coin tosses?", "Find the ratio of the areas of the circles.",
+         "What is the probability of rolling a sum of seven?", "Compute the slope of the line through the points."])]
+    d = Decontaminator({"m": items})
+    assert d.find([("x", "A jar holds marbles. " + closing)]) == []
+    assert [h.item_id for h in d.find([("y", items[1][1])])] == ["i1"]
