@@ -1,14 +1,16 @@
 """`factory build dataset`: sources -> render -> generate, every answer stored as it arrives.
 
 Stage 1 (plan) streams the seeds, renders every request and writes both to the store, so a
-template error stops the run before any teacher call. Stage 2 (generate) asks each teacher
-only for the planned requests that have no successful response yet: a killed run resumes
-where it stopped, and an edited template or parameter re-asks only what it changed.
+template error, a source that yields no seeds or one whose references the verifier cannot read
+stops the run before any teacher call (and leaves the last plan as it was). Stage 2 (generate)
+asks each teacher only for the planned requests that have no successful response yet: a killed
+run resumes where it stopped, and an edited template or parameter re-asks only what it changed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections import Counter
@@ -25,13 +27,14 @@ from rich.table import Table
 from factory.config import Config, TeacherConfig
 from factory.prompts import Prompts
 from factory.records import Request, Seed
-from factory.sources import BadRow, plan_source, read_seeds
+from factory.sources import BadRow, SourceError, plan_source, read_seeds
 from factory.store import ResponseWriter, Store
 from factory.teachers.base import Teacher
 
 DEFAULT_TEMPLATES = {"math": "math_cot.jinja", "code": "code_cot.jinja"}
 PLAN_BATCH = 2000  # seeds rendered and written per store round-trip
 SHOW_BAD_ROWS = 10  # bad rows printed one per line; the rest are counted
+SHOW_UNUSABLE = 3  # unusable references shown per source (summary and error)
 
 
 @dataclass
@@ -41,6 +44,8 @@ class BuildSummary:
     seeds_loaded: int = 0
     seeds_duplicate: int = 0
     seeds_rejected: Counter = field(default_factory=Counter)  # reason -> count
+    # source -> {seeds (with a math reference), usable, unusable: first few {row, reference, reason}}
+    references: dict = field(default_factory=dict)
     requests_planned: int = 0
     requests_cached: int = 0
     requests_sent: int = 0
@@ -68,48 +73,139 @@ def _request_table(requests: list[Request]) -> pa.Table:
 
 
 def _plan(cfg: Config, store: Store, prompts: Prompts, summary: BuildSummary, console: Console) -> None:
-    """Stage 1: stream seeds, render requests for every teacher and sample, fill the `plan` table."""
+    """Stage 1: stream seeds, render requests for every teacher and sample, fill the `plan` table.
+
+    The new plan is staged and replaces `plan` only when every source loaded: a build stopped by
+    a bad source leaves the last good plan (which `factory filter` and `refresh` read) as it was."""
     params = cfg.generation.params()
     samples = cfg.generation.samples_per_seed
-    store.sql("CREATE OR REPLACE TABLE plan (request_id VARCHAR)")  # kept: the filter stage reads it
+    store.sql("CREATE OR REPLACE TEMP TABLE plan_next (request_id VARCHAR)")
     seen: set[str] = set()
-    for source in cfg.sources:
+    for index, source in enumerate(cfg.sources):
         plan = plan_source(source, cfg.base_dir)
         template = source.template or DEFAULT_TEMPLATES[plan.domain]
         prompts.load(template)  # syntax errors surface before any row is read
         seeds: list[Seed] = []
         requests: list[Request] = []
+        references: dict[str, list[int]] = {}  # math reference -> [first row, seeds holding it]
+        good = 0
+        first_bad: BadRow | None = None
 
         def flush() -> None:
             store.add_seeds(seeds)
             store.add_requests(requests)
             table = _request_table(requests)
             store.con.register("_planned", table)
-            store.sql("INSERT INTO plan SELECT request_id FROM _planned")
+            store.sql("INSERT INTO plan_next SELECT request_id FROM _planned")
             store.con.unregister("_planned")
             seeds.clear()
             requests.clear()
 
         for item in read_seeds(plan):
             if isinstance(item, BadRow):
+                first_bad = first_bad or item
                 summary.seeds_rejected[item.reason.split(":")[0]] += 1
                 if sum(summary.seeds_rejected.values()) <= SHOW_BAD_ROWS:
                     console.print(f"[yellow]skipped[/] {item}", highlight=False)
                 continue
+            good += 1
             if item.seed_id in seen:
                 summary.seeds_duplicate += 1
                 continue
             seen.add(item.seed_id)
             summary.seeds_loaded += 1
+            if item.domain == "math" and item.answer is not None:
+                references.setdefault(item.answer, [item.meta["row"], 0])[1] += 1
             messages = prompts.render(template, item)
             seeds.append(item)
-            for teacher in cfg.teachers:
+            for teacher in (t for t in cfg.teachers if t.generate):  # judges and students write no traces
                 for i in range(samples):
                     requests.append(Request(item.seed_id, teacher.name, teacher.model, template, messages, params, i))
             if len(seeds) >= PLAN_BATCH:
                 flush()
         flush()
+        if good == 0:
+            why = f"every row is bad, e.g. {first_bad}" if first_bad else "it has no rows"
+            raise SourceError(f"source '{source.name}': no seeds from {plan.path}: {why}")
+        if references:
+            _check_references(cfg, index, store, references, summary)
+    store.sql("CREATE OR REPLACE TABLE plan AS SELECT request_id FROM plan_next")  # one statement: atomic
+    store.sql("DROP TABLE plan_next")
     summary.requests_planned = store.scalar("SELECT count(*) FROM plan")
+
+
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
+
+
+def _reference_verdicts(cfg: Config, store: Store, references: list[str]) -> dict[str, tuple[bool, str]]:
+    """(usable, reason) per distinct reference. Verdicts are kept in `reference_checks`, so a
+    rebuild asks the verifier only about new references (and starts no workers when none are).
+    A plain number is usable without asking; a timeout is not kept (a busy machine is no verdict)."""
+    from factory.checks import math as math_checks
+
+    verdicts: dict[str, tuple[bool, str]] = {}
+    ask = []
+    for ref in references:
+        if _PLAIN_NUMBER.fullmatch(ref.strip()):
+            verdicts[ref] = (True, "a number")
+        elif not ref.strip():
+            verdicts[ref] = (False, "empty reference")
+        else:
+            ask.append(ref)
+    if ask:
+        store.con.register("_refs", pa.table({"reference": ask}))
+        try:
+            rows = store.sql("SELECT reference, usable, detail FROM reference_checks JOIN _refs USING (reference)")
+        finally:
+            store.con.unregister("_refs")
+        verdicts.update({ref: (usable, detail or "") for ref, usable, detail in rows})
+        new = [ref for ref in ask if ref not in verdicts]
+        checked = []
+        verified = math_checks.check_references(((r, r) for r in new), timeout_s=cfg.filter.verify_timeout_s,
+                                                workers=cfg.filter.verify_workers) if new else ()
+        for ref, v in verified:
+            verdicts[ref] = (v.status == "passed", v.detail or v.status)
+            if v.status != math_checks.TIMEOUT:
+                checked.append({"reference": ref, "usable": v.status == "passed", "status": v.status,
+                                "detail": v.detail})
+        if checked:
+            store.con.register("_checked", pa.Table.from_pylist(checked))
+            try:
+                store.sql("INSERT INTO reference_checks (reference, usable, status, detail) "
+                          "SELECT reference, usable, status, detail FROM _checked ON CONFLICT DO NOTHING")
+            finally:
+                store.con.unregister("_checked")
+    return verdicts
+
+
+def _short(text: str, width: int = 40) -> str:
+    """A reference as it fits in a one-line message: newlines shown as \\n, long ones cut."""
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _check_references(cfg: Config, index: int, store: Store, references: dict[str, list[int]],
+                      summary: BuildSummary) -> None:
+    """Count a source's usable references into the summary; SourceError above its bound."""
+    source = cfg.sources[index]
+    verdicts = _reference_verdicts(cfg, store, list(references))
+    for ref in references.keys() - verdicts.keys():  # the verifier answers every item; be safe anyway
+        verdicts[ref] = (False, "no verdict")
+    total = sum(count for _, count in references.values())
+    bad = sorted((row, ref, verdicts[ref][1], count) for ref, (row, count) in references.items()
+                 if not verdicts[ref][0])
+    unusable = sum(count for *_, count in bad)
+    summary.references[source.name] = {
+        "seeds": total, "usable": total - unusable,
+        "unusable": [{"row": row, "reference": ref, "reason": why} for row, ref, why, _ in bad[:SHOW_UNUSABLE]]}
+    if unusable > source.max_unusable_references * total:
+        examples = "; ".join(f"row {row} '{_short(ref)}' ({_short(why, 80)})"
+                             for row, ref, why, _ in bad[:SHOW_UNUSABLE])
+        raise SourceError(
+            f"source '{source.name}': {unusable} of {total} references ({unusable / total:.1%}) cannot be verified "
+            f"against (bound: sources.{index}.max_unusable_references = {source.max_unusable_references:.0%}), "
+            f"e.g. {examples}; cut the value out with answer_boxed, answer_regex or answer_after, "
+            f"add strip_units, or raise the bound")
 
 
 def _pending(store: Store, teacher: str) -> tuple[int, int, Iterator[Request]]:
@@ -216,6 +312,11 @@ def print_summary(summary: BuildSummary, console: Console) -> None:
     reasons = ", ".join(f"{r}: {n}" for r, n in summary.seeds_rejected.most_common())
     table.add_row("seeds", f"{summary.seeds_loaded} loaded, {rejected} rejected" + (f" ({reasons})" if reasons else "")
                   + (f", {summary.seeds_duplicate} duplicates skipped" if summary.seeds_duplicate else ""))
+    for source, refs in summary.references.items():
+        shown = "; ".join(f"row {u['row']} '{_short(u['reference'])}': {_short(u['reason'], 80)}"
+                          for u in refs["unusable"])
+        table.add_row("references", f"{source}: {refs['usable']} of {refs['seeds']} usable"
+                      + (f" (not: {shown})" if shown else ""))
     failed = sum(summary.requests_failed.values())
     reasons = ", ".join(f"{r}: {n}" for r, n in summary.requests_failed.most_common())
     table.add_row("requests", f"{summary.requests_planned} planned, {summary.requests_cached} cached, "

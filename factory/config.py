@@ -121,13 +121,26 @@ class QualityConfig(Strict):
     judge_max_tokens: int = Field(default=512, ge=1)
 
 
+class CodeQualityConfig(QualityConfig):
+    """Keep rules for code traces, and how far the code sandbox may be trusted."""
+
+    # run code checks even where the sandbox cannot isolate a candidate (not root, no user
+    # namespaces, no Landlock + seccomp): a candidate could then kill the factory or leave
+    # processes behind (docs/sandbox.md)
+    allow_weak_sandbox: bool = False
+
+
 class FilterConfig(Strict):
     math: QualityConfig = Field(default_factory=QualityConfig)
-    code: QualityConfig = Field(default_factory=QualityConfig)
+    code: CodeQualityConfig = Field(default_factory=CodeQualityConfig)
     require_verified: bool = False  # keep only verified traces (else: verified first, then unverified)
     verify_timeout_s: float = Field(default=5.0, gt=0)
     verify_workers: int = Field(default=2, ge=1)
-    majority_min_share: float = Field(default=0.5, ge=0, le=1)  # pseudo-label needs this share of a seed's votes
+    # seeds without a reference: a pseudo-label needs this many samples that gave an answer, and this share of
+    # them agreeing (no tie); the defaults keep >= 0.95 of pseudo-labelled traces right at 4 samples per seed in
+    # benchmarks/majority.py (README: Majority vote). Pseudo-labelled traces are never `verified`.
+    majority_min_samples: int = Field(default=3, ge=1)
+    majority_min_share: float = Field(default=0.8, gt=0, le=1)
     sandbox_wall_s: float = Field(default=10.0, gt=0)
     minhash_threshold: float = Field(default=0.8, gt=0, le=1)  # Jaccard for near duplicates
     minhash_perm: int = Field(default=128, ge=16)
@@ -229,6 +242,9 @@ class PublishConfig(Strict):
     private: bool = True
     token_env: str = "HF_TOKEN"  # else the user's huggingface_hub login
     branch: str = "main"
+    # refuse (unless --force) a version that keeps fewer than (1 - max_shrink) x the traces of the last published
+    # version; a version with no kept traces is always refused. None: no shrink check (empty is still refused)
+    max_shrink: float | None = Field(default=0.5, ge=0, le=1)
 
 
 class GatesConfig(Strict):

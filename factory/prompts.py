@@ -1,7 +1,8 @@
 """Prompt templates: jinja2 with StrictUndefined over prompts/, rendering chat messages.
 
 A template's body is the user message. An optional `{% set system %}…{% endset %}` block
-becomes the system message. Variables: problem, domain, entry_point, meta (and seed itself).
+becomes the system message. Variables: problem, domain, entry_point, meta (row number, id), row
+(the whole source row: `{{ row.Body }}`, `{{ row["Question Text"] }}`) and seed itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import jinja2
 
 from factory.records import Seed
+from factory.sources import SOURCE_ROW
 
 
 class PromptError(ValueError):
@@ -21,11 +23,19 @@ class PromptError(ValueError):
 _UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")
 
 
+def _shipped_prompts() -> list[str]:
+    from factory.config import shipped_root
+
+    root = shipped_root()
+    return [str(root / "prompts")] if root else []
+
+
 class Prompts:
     def __init__(self, prompts_dir: Path):
         self.dir = Path(prompts_dir)
         self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(self.dir)), undefined=jinja2.StrictUndefined,
+            # the project's prompts first, then the ones that ship with factory (e.g. judge.jinja)
+            loader=jinja2.FileSystemLoader([str(self.dir)] + _shipped_prompts()), undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False, autoescape=False)
         self._cache: dict[str, jinja2.Template] = {}
 
@@ -40,16 +50,24 @@ class Prompts:
         return self._cache[name]
 
     def render(self, name: str, seed: Seed) -> tuple[dict[str, str], ...]:
-        template = self.load(name)
+        # `meta` stays what it always was (row number, id): a template printing it renders, and so
+        # hashes, the same as before the source row was kept next to it
+        meta = {k: v for k, v in seed.meta.items() if k != SOURCE_ROW}
         context = {"problem": seed.problem, "domain": seed.domain, "entry_point": seed.entry_point,
-                   "meta": seed.meta, "seed": seed}
+                   "meta": meta, "row": seed.meta.get(SOURCE_ROW, {}), "seed": seed}
+        return self.render_context(name, context, seed)
+
+    def render_context(self, name: str, context: dict, seed: Seed | None = None) -> tuple[dict[str, str], ...]:
+        """Render a template with any variables (the LLM judge's template takes answer and reference)."""
+        template = self.load(name)
         try:
             module = template.make_module(context)
             user = str(module).strip()
             system = str(getattr(module, "system", "") or "").strip()
         except jinja2.UndefinedError as e:
-            raise PromptError(self._where(template, e) + f": undefined variable '{self._variable(e)}' "
-                              f"(seed from {seed.source} row {seed.meta.get('row', '?')})") from None
+            where = f" (seed from {seed.source} row {seed.meta.get('row', '?')})" if seed else ""
+            raise PromptError(self._where(template, e) + f": undefined variable '{self._variable(e)}'"
+                              + where) from None
         except jinja2.TemplateError as e:
             raise PromptError(self._where(template, e) + f": {e}") from None
         if not user:

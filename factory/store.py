@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -62,6 +65,16 @@ MIGRATIONS: list[str] = [
         refresh_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, version INTEGER,
         compared_with INTEGER, outcome VARCHAR, exit_code INTEGER, gates JSON, comparison JSON, message VARCHAR);
     """,
+    # the LLM judge's answers (filter.math.judge), one per judge request: asked once, ever
+    """
+    CREATE TABLE judgments (judge_id VARCHAR PRIMARY KEY, passed BOOLEAN NOT NULL, text VARCHAR, model VARCHAR,
+        created_at TIMESTAMP DEFAULT current_timestamp);
+    """,
+    # the build's reference check: one verdict per distinct reference string, so a rebuild checks only new ones
+    """
+    CREATE TABLE reference_checks (reference VARCHAR PRIMARY KEY, usable BOOLEAN NOT NULL, status VARCHAR,
+        detail VARCHAR, checked_at TIMESTAMP DEFAULT current_timestamp);
+    """,
 ]
 
 _SEED_SCHEMA = pa.schema([(n, pa.string()) for n in
@@ -81,12 +94,56 @@ def _json(value) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
+class StoreError(RuntimeError):
+    """The store cannot be opened (not a DuckDB file, a folder, no permission): one line."""
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store (DuckDB allows one writing process): names the holder."""
+
+
+def _holder(message: str) -> str:
+    """'pid 123 (factory build dataset, since 10:02:03)' from DuckDB's lock error, as far as /proc tells."""
+    m = re.search(r"\(PID (\d+)\)", message)
+    if not m:
+        return "another process"
+    pid = int(m.group(1))
+    what = f"pid {pid}"
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        words = [(Path(a.decode(errors="replace")).name if i == 0 else a.decode(errors="replace"))[:40]
+                 for i, a in enumerate(argv) if a][:6]
+        since = datetime.fromtimestamp(Path(f"/proc/{pid}").stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
+        what += f" ({' '.join(words)}, since {since})"
+    except OSError:
+        pass
+    return what
+
+
+def connect(path: Path, read_only: bool, wait_s: float = 0.0) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection; while another process holds the file, retry for `wait_s` seconds, then
+    StoreBusy naming the holder."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as e:
+            if not isinstance(e, duckdb.IOException) or "could not set lock" not in str(e).lower():
+                raise StoreError(f"{path}: cannot open the store: {str(e).splitlines()[0]}") from None
+            if time.monotonic() >= deadline:
+                hint = f"waited {wait_s:g} s; " if wait_s else ""
+                raise StoreBusy(f"{path}: the store is in use by {_holder(str(e))}; {hint}"
+                                "wait for it, or pass --wait SECONDS") from None
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+
+
 class Store:
-    def __init__(self, path: str | Path, read_only: bool = False):
+    def __init__(self, path: str | Path, read_only: bool = False, wait_s: float | None = None):
         self.path = Path(path)
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        wait = float(os.environ.get("FACTORY_STORE_WAIT_S") or 0) if wait_s is None else wait_s
+        self.con = connect(self.path, read_only, wait)
         self._lock = threading.Lock()  # one writer at a time on this connection
         if not read_only:
             self.migrate()

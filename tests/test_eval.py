@@ -184,7 +184,7 @@ def test_bad_input_is_a_one_line_eval_error(tmp_path):
     empty.write_text("\n")
     cases.append((make_cfg(tmp_path, path=str(empty)), "no usable items"))
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"question": "no answer here"}\n{not json\n')
+    bad.write_text('{"question": "no answer here", "answer": "no marker"}\n{not json\n')
     cases.append((make_cfg(tmp_path, path=str(bad)), r"no usable items \(2 bad rows; first: bad.jsonl:1 field 'answer'"))
     cfg = make_cfg(tmp_path, benchmark="math500")
     cfg.filter.benchmarks.pop("math500")

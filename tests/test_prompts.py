@@ -43,3 +43,31 @@ def test_request_ids_hash_content_not_code():
     assert r.request_id != Request("seed", "t", "m", "a.jinja", msgs, r.params, 1).request_id
     assert r.request_id != Request("seed", "t", "m2", "a.jinja", msgs, r.params, 0).request_id
     assert r.request_id != Request("seed", "t", "m", "a.jinja", msgs, {**r.params, "temperature": 1.0}, 0).request_id
+
+
+SOURCE_ROW = {"Body": "Jack had 8 pens.", "Question Text": "How many?", "Level": 2}
+
+
+def test_the_source_row_is_available_as_row_and_meta_stays_as_it_was(tmp_path):
+    (tmp_path / "t.jinja").write_text('{{ row.Body }} {{ row["Question Text"] }} L{{ row.Level }} {{ meta }}')
+    seed = Seed("src", "x", meta={"row": 3, "id": "a", "source_row": SOURCE_ROW})
+    (user,) = Prompts(tmp_path).render("t.jinja", seed)
+    assert user["content"] == "Jack had 8 pens. How many? L2 {'row': 3, 'id': 'a'}"
+    (tmp_path / "u.jinja").write_text("{{ row.Missing }}")
+    with pytest.raises(PromptError, match=r"u.jinja:1: undefined variable 'Missing' \(seed from src row 3\)"):
+        Prompts(tmp_path).render("u.jinja", seed)
+    with pytest.raises(PromptError, match=r"undefined variable 'Body'"):  # a seed built in code has no row
+        Prompts(tmp_path).render("t.jinja", Seed("src", "x", meta={"row": 1}))
+
+
+def test_shipped_templates_keep_their_request_ids():
+    # golden ids from before the source row was kept in meta: stored answers stay cached after an upgrade
+    p = Prompts(ROOT / "prompts")
+    meta = {"row": 1, "id": "x", "source_row": {"question": "What is 1+1?", "answer": "#### 2"}}
+    for template, seed, want in [
+        ("math_cot.jinja", Seed("gsm8k", "What is 1+1?", answer="2", meta=meta), "d079052f2c735b643f30499dc44679ba"),
+        ("code_cot.jinja", Seed("he", "def f(x):\n    pass", domain="code", entry_point="f", meta=meta),
+         "03e7069fd38007363a6fbcc36c760dea"),
+    ]:
+        messages = p.render(template, seed)
+        assert Request(seed.seed_id, "t", "m", template, messages, {"temperature": 0.7}, 0).request_id == want

@@ -1,3 +1,5 @@
+import pytest
+
 import duckdb
 
 from factory.records import Request, Response, Seed
@@ -58,3 +60,34 @@ def test_writer_commits_without_waiting_for_more(tmp_path):
     writer.close()
     s.close()
     assert duckdb.connect(str(path), read_only=True).execute("SELECT count(*) FROM responses").fetchall() == [(1001,)]
+
+
+def test_a_store_in_use_names_its_holder_and_can_be_waited_for(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from factory.store import Store, StoreBusy, StoreError
+
+    path = tmp_path / "factory.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from factory.store import Store; "
+                               f"s = Store({str(path)!r}); print('held', flush=True); sys.stdin.readline()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for read_only in (False, True):
+            with pytest.raises(StoreBusy, match=rf"in use by pid {holder.pid} \(python\S* -c .*since .*--wait SECONDS"):
+                Store(path, read_only=read_only)
+        t0 = time.monotonic()
+        with pytest.raises(StoreBusy, match="waited 0.5 s"):
+            Store(path, wait_s=0.5)
+        assert time.monotonic() - t0 >= 0.5
+        holder.stdin.write("\n")  # the holder lets go: a waiting open succeeds
+        holder.stdin.flush()
+        with Store(path, wait_s=30) as store:
+            assert store.scalar("SELECT count(*) FROM seeds") == 0
+    finally:
+        holder.kill()
+    (tmp_path / "junk.duckdb").write_bytes(b"not a database" * 500)
+    with pytest.raises(StoreError, match="junk.duckdb: cannot open the store: .*not a valid DuckDB"):
+        Store(tmp_path / "junk.duckdb")
