@@ -202,26 +202,32 @@ def eval_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
 def publish(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
             version: Annotated[Optional[int], typer.Option(help="Version (default: the latest).")] = None,
             dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the folder and commit plan; upload "
-                                                                      "nothing.")] = False) -> None:
+                                                                      "nothing.")] = False,
+            force: Annotated[bool, typer.Option("--force", help="Publish a version with no kept traces, or one that "
+                                                                "shrank by more than publish.max_shrink.")] = False
+            ) -> None:
     """Push an exported version to the Hugging Face Hub: one commit (Parquet + card), tagged v<N>."""
     from factory.hub import HubError, print_publish, publish_version
 
     cfg = _load(config, set_)
     try:
-        result = publish_version(cfg, version, dry_run=dry_run, console=console)
+        result = publish_version(cfg, version, dry_run=dry_run, console=console, force=force)
     except HubError as e:
         _fail(str(e))
     print_publish(result, console)
 
 
 @app.command()
-def refresh(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
+def refresh(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
+            force: Annotated[bool, typer.Option("--force", help="Lift the size guard (an empty version, or one that "
+                                                                "shrank by more than publish.max_shrink); the other "
+                                                                "gates still apply.")] = False) -> None:
     """The scheduled job: lock, re-read sources, generate what is missing, filter, compare, gate, publish.
     Exit codes: 0 published, 3 nothing new, 4 gates failed, 5 locked, 1 error (README: Scheduling)."""
     from factory.refresh import run_refresh
 
     cfg = _load(config, set_)
-    raise typer.Exit(run_refresh(cfg, console=console).exit_code)
+    raise typer.Exit(run_refresh(cfg, console=console, force=force).exit_code)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,16 @@
 """Export a version of the corpus in the formats TRL trains on, with a dataset card.
 
 <workdir>/export/v<N>/
-  sft/train-*.parquet          conversational `messages` (assistant: <think>\n…\n</think>\n\n…answer)
+  sft/train-*.parquet          conversational `messages` (assistant: <think>\n…\n</think>\n\n…answer);
+                               `verified` (against a reference or tests), else `pseudo_label` / `vote_share`
+                               when the trace agrees with its seed's majority vote
   dpo/train-*.parquet          `prompt` / `chosen` / `rejected` from a verified and a failed trace of a seed
   soft_labels/train-*.parquet  per generated token: the teacher's token id and top-k logprobs with their ids (when kept)
   README.md                    the dataset card (YAML metadata + counts, funnel, diversity, sources)
+
+sft/ and dpo/ have a fixed schema (every shard and version the same columns and types) and always
+hold at least one shard: an empty split is one 0-row shard. pyarrow, pandas and DuckDB read it;
+`datasets` 5.2's load_dataset refuses a split with no rows (huggingface/datasets#8401).
 """
 
 from __future__ import annotations
@@ -38,14 +44,42 @@ def assistant_content(text: str, reasoning: str | None, answer: str | None, doma
     return f"<think>\n{(reasoning or '').strip()}\n</think>\n\n{final}"
 
 
-def _write(rows: list[dict], folder: Path, shard_rows: int) -> int:
+def _messages():
     import datasets
 
-    if not rows:
+    return datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+
+
+def sft_features():
+    """The sft split's schema, fixed so that shards (and versions) agree even where a column is all null."""
+    import datasets
+
+    text = datasets.Value("string")
+    return datasets.Features({"messages": _messages(), "seed_id": text, "request_id": text, "source": text,
+                              "domain": text, "teacher": text, "model": text, "template": text, "answer": text,
+                              "reference": text, "verified": datasets.Value("bool"), "pseudo_label": text,
+                              "vote_share": datasets.Value("float64")})
+
+
+def dpo_features():
+    import datasets
+
+    return datasets.Features({"prompt": _messages(), "chosen": _messages(), "rejected": _messages(),
+                              "seed_id": datasets.Value("string"), "source": datasets.Value("string")})
+
+
+def _write(rows: list[dict], folder: Path, shard_rows: int, features=None) -> int:
+    """Parquet shards of `shard_rows`; with `features`, an empty split is still one 0-row shard."""
+    import datasets
+
+    if not rows and features is None:
         return 0
     folder.mkdir(parents=True, exist_ok=True)
-    for i in range(0, len(rows), shard_rows):
-        datasets.Dataset.from_list(rows[i:i + shard_rows]).to_parquet(str(folder / f"train-{i // shard_rows:05d}.parquet"))
+    for i in range(0, max(len(rows), 1), shard_rows):
+        shard = rows[i:i + shard_rows]
+        ds = (datasets.Dataset.from_list(shard, features=features) if shard or features is None
+              else datasets.Dataset.from_dict({k: [] for k in features}, features=features))
+        ds.to_parquet(str(folder / f"train-{i // shard_rows:05d}.parquet"))
     return len(rows)
 
 
@@ -62,11 +96,17 @@ def export_version(cfg: Config, version: int | None = None) -> ExportResult:
             raise RuntimeError(str(e)) from None
         counts, funnel, diversity, config_hash = (json.loads(info[0]), json.loads(info[1]),
                                                   json.loads(info[2]), info[3])
+        # a pseudo-label is read from the trace's vote (the `majority` verify check), never from `verified`
         base = """SELECT k.request_id, k.seed_id, k.verified, q.messages, q.teacher, q.model, q.template,
                          d.source, d.domain, d.answer AS reference, s.text, s.reasoning AS reasoning_field,
-                         p.reasoning, p.answer, s.logprobs, s.finish_reason
+                         p.reasoning, p.answer, s.logprobs, s.finish_reason,
+                         CASE WHEN NOT k.verified AND v.reason = 'majority'
+                              THEN json_extract_string(v.detail, '$.label') END AS pseudo_label,
+                         CASE WHEN NOT k.verified AND v.reason = 'majority'
+                              THEN CAST(json_extract(v.detail, '$.share') AS DOUBLE) END AS vote_share
                   FROM kept k JOIN requests q USING (request_id) JOIN responses s USING (request_id)
                   JOIN seeds d ON d.seed_id = k.seed_id JOIN parsed p USING (request_id)
+                  LEFT JOIN checks v ON v.request_id = k.request_id AND v."check" = 'verify'
                   WHERE k.version = ? ORDER BY k.seed_id, k.request_id"""
         result = store.con.execute(base, [version])
         columns = [c[0] for c in result.description]
@@ -94,7 +134,8 @@ def export_version(cfg: Config, version: int | None = None) -> ExportResult:
         sft.append({"messages": prompt + [{"role": "assistant", "content": content}], "seed_id": r["seed_id"],
                     "request_id": r["request_id"], "source": r["source"], "domain": r["domain"],
                     "teacher": r["teacher"], "model": r["model"], "template": r["template"], "answer": r["answer"],
-                    "reference": r["reference"], "verified": bool(r["verified"])})
+                    "reference": r["reference"], "verified": bool(r["verified"]),
+                    "pseudo_label": r["pseudo_label"], "vote_share": r["vote_share"]})
         if r["logprobs"]:
             lps = json.loads(r["logprobs"])
             soft.append({"request_id": r["request_id"], "teacher": r["teacher"], "model": r["model"], "prompt": prompt,
@@ -117,7 +158,8 @@ def export_version(cfg: Config, version: int | None = None) -> ExportResult:
         dpo.append({"prompt": chosen["messages"][:-1], "chosen": [chosen["messages"][-1]],
                     "rejected": [{"role": "assistant", "content": assistant_content(text, reasoning, answer, domain, rfield)}],
                     "seed_id": seed_id, "source": chosen["source"]})
-    n = {"sft": _write(sft, out / "sft", cfg.export.shard_rows), "dpo": _write(dpo, out / "dpo", cfg.export.shard_rows),
+    n = {"sft": _write(sft, out / "sft", cfg.export.shard_rows, sft_features()),
+         "dpo": _write(dpo, out / "dpo", cfg.export.shard_rows, dpo_features()),
          "soft_labels": _write(soft, out / "soft_labels", cfg.export.shard_rows)}
     (out / "README.md").write_text(dataset_card(cfg, version, n, counts, funnel, diversity, config_hash, sft, changes),
                                    encoding="utf-8")
@@ -147,6 +189,16 @@ def changes_section(changes: dict | None) -> str:
             + "\n".join(rows) + "\n")
 
 
+def kept_line(counts: dict, sft: list[dict]) -> str:
+    """What the card says about how the kept traces were checked (an empty version says so first)."""
+    if not counts.get("kept"):
+        return "**This version keeps no traces**: its splits are empty (see the funnel for why)."
+    pseudo = sum(1 for r in sft if r["pseudo_label"] is not None)
+    return (f"Verified traces kept: {counts.get('verified', 0)} of {counts.get('kept', 0)}"
+            + (f"; {pseudo} more agree with their seed's majority vote (`pseudo_label`, `vote_share`), "
+               "which is not a verification" if pseudo else "") + ".")
+
+
 def dataset_card(cfg: Config, version: int, n: dict, counts: dict, funnel: dict, diversity: dict,
                  config_hash: str, sft: list[dict], changes: dict | None = None) -> str:
     import yaml
@@ -158,7 +210,7 @@ def dataset_card(cfg: Config, version: int, n: dict, counts: dict, funnel: dict,
         except Exception:
             licences[s.name] = s.licence or "unknown"
     configs = [{"config_name": name, "data_files": [{"split": "train", "path": f"{name}/*.parquet"}]}
-               for name in ("sft", "dpo", "soft_labels") if n[name]]
+               for name in ("sft", "dpo", "soft_labels") if n[name] or name != "soft_labels"]  # sft, dpo: always
     meta = {"license": "other", "language": ["en"], "tags": ["reasoning", "chain-of-thought", "distillation",
                                                               "synthetic", "factory"],
             "task_categories": ["text-generation"], "configs": configs,
@@ -193,7 +245,7 @@ local = load_dataset("parquet", data_files="sft/*.parquet", split="train")   # f
 | dpo | {n['dpo']} |
 | soft_labels | {n['soft_labels']} |
 
-Verified traces kept: {counts.get('verified', 0)} of {counts.get('kept', 0)}.
+{kept_line(counts, sft)}
 
 ## Filter funnel ({counts.get('candidates', 0)} candidate traces)
 

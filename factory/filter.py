@@ -25,6 +25,8 @@ import pyarrow as pa
 from rich.console import Console
 
 from factory.config import Config, shipped_root
+from factory.judge import judge_undecided
+from factory.prompts import Prompts
 from factory.store import Store
 
 SIG_DTYPE = np.uint32  # what checks.minhash.minhash_signatures returns
@@ -141,7 +143,8 @@ def check_code(items: Iterable[tuple[Hashable, str, str, str, str | None]],
     # the seed's prompt goes first (as HumanEval scores prompt + completion): helpers it defines
     # stay defined when the answer restates only the function; a full definition replaces the stub
     runs = ((key, problem + "\n" + answer, tests, entry) for key, problem, answer, tests, entry in items)
-    for key, res in run_many(runs, Limits(wall_s=cfg.filter.sandbox_wall_s), workers=cfg.filter.verify_workers):
+    for key, res in run_many(runs, Limits(wall_s=cfg.filter.sandbox_wall_s), workers=cfg.filter.verify_workers,
+                             allow_weak=cfg.filter.code.allow_weak_sandbox):
         yield key, res.status == "passed", "tests_" + res.status, (res.reason + "\n" + res.stderr_tail)[-2000:]
 
 
@@ -151,10 +154,12 @@ def _verify_rows(verdicts: Iterator[tuple[Hashable, bool, str, str]]) -> Iterato
 
 
 def verify_math(store: Store, cfg: Config) -> int:
-    """math-verify of the final answer against the reference; results are written as they come."""
+    """math-verify of the final answer against the reference; results are written as they come.
+    A truncated trace is never verified: what it says last is not its final answer."""
     query = """SELECT p.request_id, p.answer, d.answer AS reference
                FROM parsed p JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
                WHERE d.domain = 'math' AND d.answer IS NOT NULL AND p.error IS NULL AND p.answer IS NOT NULL
+                 AND NOT coalesce(p.truncated, FALSE)
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
     items = ((r["request_id"], r["answer"], r["reference"]) for rows in _batches(store, query) for r in rows)
     return _write_checks_streaming(store, _verify_rows(check_math(items, cfg)), every=1000)
@@ -172,13 +177,18 @@ def verify_code(store: Store, cfg: Config) -> int:
 
 
 def majority_vote(store: Store, cfg: Config) -> int:
-    """Seeds without a reference: the most common equivalent answer among a seed's samples is a
-    pseudo-label when its vote share reaches filter.majority_min_share; traces that agree pass."""
+    """Seeds without a reference: the most common equivalent answer among a seed's samples becomes a
+    pseudo-label when at least filter.majority_min_samples samples gave an answer, its vote share reaches
+    filter.majority_min_share and no other answer ties it. A pseudo-label is not a verification: agreeing
+    traces get passed = NULL with reason `majority` (the label and share in `detail`), the others
+    passed = FALSE (`majority_minority`); a seed without a label marks its traces `no_majority`."""
     from factory.checks.math import verify_many
 
+    f = cfg.filter
     rows = store.sql("""SELECT q.seed_id, p.request_id, p.answer FROM plan JOIN parsed p USING (request_id)
                         JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
                         WHERE d.domain = 'math' AND d.answer IS NULL AND p.error IS NULL AND p.answer IS NOT NULL
+                          AND trim(p.answer) <> '' AND NOT coalesce(p.truncated, FALSE)
                         ORDER BY q.seed_id, p.request_id""")
     by_seed: dict[str, list[tuple[str, str]]] = {}
     for seed_id, request_id, answer in rows:
@@ -188,21 +198,37 @@ def majority_vote(store: Store, cfg: Config) -> int:
     for seed_id, votes in by_seed.items():
         distinct = sorted({a for _, a in votes})
         pairs += [((seed_id, a, b), a, b) for i, a in enumerate(distinct) for b in distinct[i + 1:]]
-    same = {key for key, v in verify_many(pairs, timeout_s=cfg.filter.verify_timeout_s,
-                                          workers=cfg.filter.verify_workers) if v.status == "passed"} if pairs else set()
+    same = {key for key, v in verify_many(pairs, timeout_s=f.verify_timeout_s,
+                                          workers=f.verify_workers) if v.status == "passed"} if pairs else set()
     out = []
     for seed_id, votes in by_seed.items():
-        label_of: dict[str, str] = {}
+        group_of: dict[str, str] = {}
         for a in sorted({a for _, a in votes}):  # each answer joins the first earlier equivalent group
-            label_of[a] = next((label_of[b] for b in label_of if (seed_id, b, a) in same), a)
-        top, n = Counter(label_of[a] for _, a in votes).most_common(1)[0]
+            group_of[a] = next((group_of[b] for b in group_of if (seed_id, b, a) in same), a)
+        ranked = Counter(group_of[a] for _, a in votes).most_common()
+        top, n = ranked[0]
         share = n / len(votes)
-        labelled = share >= cfg.filter.majority_min_share
+        # the label is the group's most common written form (ties: the first in sorted order)
+        forms = Counter(a for _, a in votes if group_of[a] == top)
+        label = min(forms, key=lambda a: (-forms[a], a))
+        if len(votes) < f.majority_min_samples:
+            why = f"{len(votes)} samples gave an answer < filter.majority_min_samples {f.majority_min_samples}"
+        elif len(ranked) > 1 and ranked[1][1] == n:
+            why = f"a tie: {n} votes each for two answers"
+        elif share < f.majority_min_share - 1e-9:
+            why = f"top share {share:.3f} < filter.majority_min_share {f.majority_min_share}"
+        else:
+            why = None
+        detail = {"label": label, "share": round(share, 3), "votes": len(votes), "agree": n}
         for request_id, a in votes:
-            agree = labelled and label_of[a] == top
-            out.append({"request_id": request_id, "check": "verify", "passed": agree if labelled else None,
-                        "reason": "majority" if agree else "majority_minority" if labelled else "no_majority",
-                        "detail": json.dumps({"label": top, "share": round(share, 3), "votes": len(votes)})})
+            if why:
+                passed, reason, d = None, "no_majority", {**detail, "label": None, "top": label, "why": why}
+            elif group_of[a] == top:
+                passed, reason, d = None, "majority", detail  # pseudo-labelled: agrees, is not verified
+            else:
+                passed, reason, d = False, "majority_minority", {**detail, "answer": a}
+            out.append({"request_id": request_id, "check": "verify", "passed": passed, "reason": reason,
+                        "detail": json.dumps(d)})
     _write_checks(store, out, replace=True)  # votes change as samples arrive
     return len(out)
 
@@ -299,7 +325,9 @@ def decontaminate(store: Store, cfg: Config) -> int:
     from factory.checks.ngrams import Decontaminator
 
     bench = load_benchmarks(cfg)
-    params = hashlib.sha1(json.dumps([cfg.filter.decontam_ngram, sorted(bench), sum(len(v) for v in bench.values())])
+    from factory.checks.ngrams import RULES_VERSION
+
+    params = hashlib.sha1(json.dumps([RULES_VERSION, cfg.filter.decontam_ngram, sorted(bench), sum(len(v) for v in bench.values())])
                           .encode()).hexdigest()[:12]
     todo = store.sql(f"""
         SELECT id, kind, text FROM (
@@ -373,7 +401,8 @@ def _diverse_rank(store: Store, cfg: Config) -> None:
 
 # -- the stage ----------------------------------------------------------------------------------
 
-def run_filter(cfg: Config, console: Console | None = None) -> FilterSummary:
+def run_filter(cfg: Config, console: Console | None = None, judges: dict | None = None) -> FilterSummary:
+    """Run the stage over the store; `judges` overrides the judge teacher's backend by name (tests)."""
     console = console or Console(stderr=True)
     started = time.monotonic()
     env = _sql_env(cfg)
@@ -385,6 +414,10 @@ def run_filter(cfg: Config, console: Console | None = None) -> FilterSummary:
             checks["parsed"] = parse_new(store)
             status.update("filter: verifying math (math-verify, worker processes)")
             checks["verify_math"] = verify_math(store, cfg)
+            if cfg.filter.math.judge:
+                status.update(f"filter: asking the judge ({cfg.filter.math.judge}) about undecided answers")
+                checks.update({f"judge_{k}": v for k, v in judge_undecided(store, cfg, Prompts(cfg.path(cfg.prompts_dir)),
+                                                                           (judges or {}).get(cfg.filter.math.judge)).items()})
             status.update("filter: running code tests in the sandbox")
             checks["verify_code"] = verify_code(store, cfg)
             status.update("filter: majority vote for seeds without a reference")

@@ -5,8 +5,11 @@ folder (Parquet shards + the dataset card) goes up in one commit on publish.bran
 deletes shards of an older version under sft/, dpo/ and soft_labels/ that this one does not have
 (so the card's `sft/*.parquet` globs never pick up stale files); the commit is tagged `v<N>` and
 its sha recorded in versions.published_revision. Publishing a version whose tag already exists
-with the same files is a no-op. The token comes from the environment (publish.token_env, else
-the user's huggingface_hub login) and is never printed, stored or written.
+with the same files is a no-op. A version with no kept traces, or one that keeps more than
+publish.max_shrink fewer than the last published version, is refused unless forced (`--force`):
+a broken source or mapping must never replace the data on the Hub with nothing. The token comes
+from the environment (publish.token_env, else the user's huggingface_hub login) and is never
+printed, stored or written.
 """
 
 from __future__ import annotations
@@ -92,6 +95,60 @@ def compare_versions(store: Store, old: int, new: int) -> dict:
     return out
 
 
+# -- the size guard: never ship emptiness ---------------------------------------------------------
+
+@dataclass
+class SizeCheck:
+    """A version's kept traces against the last published version's (publish.max_shrink)."""
+
+    version: int
+    kept: int
+    baseline: int | None  # the last published version other than this one; None: nothing published yet
+    baseline_kept: int | None
+    max_shrink: float | None
+
+    @property
+    def shrink(self) -> float | None:
+        """The share of the baseline's kept traces this version lacks (negative: it grew)."""
+        return round(1 - self.kept / self.baseline_kept, 4) if self.baseline_kept else None
+
+    @property
+    def empty(self) -> bool:
+        return self.kept == 0
+
+    @property
+    def too_small(self) -> bool:
+        return (self.max_shrink is not None and self.shrink is not None
+                and self.shrink > self.max_shrink + 1e-9)
+
+    @property
+    def refused(self) -> bool:
+        return self.empty or self.too_small
+
+    def reason(self, force_hint: str = "pass --force to publish it anyway") -> str:
+        """One line naming the version, its size, the baseline and its size, and how to force it."""
+        base = (f"the last published version v{self.baseline} keeps {self.baseline_kept}" if self.baseline is not None
+                else "no version is published yet")
+        if self.empty:
+            what = f"v{self.version} keeps 0 traces ({base})"
+        else:
+            what = (f"v{self.version} keeps {self.kept} traces, {self.shrink:.0%} fewer than {base} "
+                    f"(publish.max_shrink = {self.max_shrink})")
+        return f"{what}; check the sources and the funnel, or {force_hint}"
+
+
+def _kept(store: Store, version: int) -> int:
+    return store.scalar("SELECT count(*) FROM kept WHERE version = ?", [version])
+
+
+def size_check(store: Store, version: int, max_shrink: float | None) -> SizeCheck:
+    """`version`'s kept traces against the last published version other than it (publish.max_shrink)."""
+    baseline = store.scalar("SELECT max(version) FROM versions WHERE published_revision IS NOT NULL AND version <> ?",
+                            [version])
+    return SizeCheck(version, _kept(store, version), baseline,
+                     None if baseline is None else _kept(store, baseline), max_shrink)
+
+
 # -- publishing --------------------------------------------------------------------------------
 
 def _redact(text: str, token: str | None) -> str:
@@ -155,8 +212,9 @@ def _same_files(api, repo_id: str, revision: str, folder: Path, files: list[str]
 
 
 def publish_version(cfg: Config, version: int | None = None, dry_run: bool = False,
-                    console: Console | None = None) -> PublishResult:
-    """Push the export of `version` (default: the latest) to publish.repo_id; see the module docstring."""
+                    console: Console | None = None, force: bool = False) -> PublishResult:
+    """Push the export of `version` (default: the latest) to publish.repo_id; see the module docstring.
+    HubError when the version is empty or shrank by more than publish.max_shrink, unless `force`."""
     console = console or Console(stderr=True)
     repo_id = cfg.publish.repo_id
     if not repo_id:
@@ -176,6 +234,12 @@ def publish_version(cfg: Config, version: int | None = None, dry_run: bool = Fal
         except LookupError as e:
             raise HubError(str(e)) from None
         counts = json.loads(counts)
+        # a version already published is only ever a no-op again; anything else is checked for size
+        sized = size_check(store, version, cfg.publish.max_shrink)
+    if recorded is None and sized.refused:
+        if not force:
+            raise HubError(f"refusing to publish: {sized.reason()}")
+        console.print(f"[yellow]--force:[/] publishing {sized.reason().split(';')[0]}", highlight=False)
     from factory.export import export_dir, export_version
 
     folder = export_dir(cfg, version)

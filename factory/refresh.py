@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from factory.config import Config, GatesConfig
-from factory.hub import HubError, compare_versions
+from factory.hub import HubError, compare_versions, size_check
 from factory.store import Store
 
 # exit codes (README: Scheduling)
@@ -216,10 +216,18 @@ def compare(store: Store, old: int | None, new: int) -> dict[str, Any]:
 
 # -- gates --------------------------------------------------------------------------------------
 
-def check_gates(gates: GatesConfig, comparison: dict[str, Any]) -> list[Gate]:
-    """Every configured gate (None in the config: off) with its value and verdict."""
+def check_gates(gates: GatesConfig, comparison: dict[str, Any], force: bool = False) -> list[Gate]:
+    """Every configured gate (None in the config: off) with its value and verdict, and the size guard
+    `factory publish` applies too (unless `force`): `not_empty`, and `max_shrink` (publish.max_shrink)
+    against the last published version, from comparison["size"]."""
     new = comparison["figures"]["new"]
     out = []
+    size = comparison.get("size")
+    if size and not force:
+        out.append(Gate("not_empty", size["kept"], 1, size["kept"] >= 1))
+        if size["max_shrink"] is not None and size["shrink"] is not None:
+            out.append(Gate("max_shrink", size["shrink"], size["max_shrink"],
+                            size["shrink"] <= size["max_shrink"] + 1e-9))
     if gates.min_size is not None:
         out.append(Gate("min_size", new["kept"], gates.min_size, new["kept"] >= gates.min_size))
     if gates.min_verified_rate is not None:
@@ -238,7 +246,8 @@ def check_gates(gates: GatesConfig, comparison: dict[str, Any]) -> list[Gate]:
 
 def describe(gate: Gate) -> str:
     """Why a gate failed, e.g. `diversity_drop:distinct_2 0.41 > 0.1`."""
-    return f"{gate.name} {gate.value} {'<' if gate.name.startswith('min_') else '>'} {gate.threshold}"
+    below = gate.name.startswith("min_") or gate.name == "not_empty"
+    return f"{gate.name} {gate.value} {'<' if below else '>'} {gate.threshold}"
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -264,7 +273,7 @@ def _record(cfg: Config, result: RefreshResult, started: datetime) -> None:
                    _scrub(result.message, secrets)])
 
 
-def _refresh(cfg: Config, console: Console, result: RefreshResult) -> None:
+def _refresh(cfg: Config, console: Console, result: RefreshResult, force: bool = False) -> None:
     from factory.build import build_dataset, print_summary
     from factory.filter import print_filter_summary, run_filter
 
@@ -288,15 +297,22 @@ def _refresh(cfg: Config, console: Console, result: RefreshResult) -> None:
             return
         result.compared_with = baseline_version(store, filtered.version)
         result.comparison = compare(store, result.compared_with, filtered.version)
+        sized = size_check(store, filtered.version, cfg.publish.max_shrink)
+    result.comparison["size"] = {"kept": sized.kept, "published": sized.baseline, "published_kept": sized.baseline_kept,
+                                 "shrink": sized.shrink, "max_shrink": sized.max_shrink}
     removed = sorted(before - after)
     result.comparison["sources"] = {"seeds": len(after), "added": len(after - before),
                                     "removed": len(removed), "removed_ids": removed[:SHOW_REMOVED]}
-    result.gates = check_gates(cfg.refresh.gates, result.comparison)
+    result.gates = check_gates(cfg.refresh.gates, result.comparison, force=force)
     print_comparison(result, console)
     if result.failed_gates:
         result.outcome, result.exit_code = "gates_failed", EXIT_GATES_FAILED
         result.message = (f"gates failed for version {result.version}: "
                           + "; ".join(describe(g) for g in result.failed_gates) + " — not published")
+        if any(g.name in ("not_empty", "max_shrink") for g in result.failed_gates):
+            # this version is now decided (a later refresh does not judge it again): name the way to ship it
+            hint = f"`factory publish --version {result.version} --force` to publish it anyway"
+            result.message += f" ({sized.reason(hint)})"
         return
     if not (cfg.refresh.publish and cfg.publish.repo_id):
         why = "refresh.publish is false" if not cfg.refresh.publish else "publish.repo_id is not set"
@@ -307,15 +323,16 @@ def _refresh(cfg: Config, console: Console, result: RefreshResult) -> None:
     from factory.hub import print_publish, publish_version
 
     export_version(cfg, result.version)
-    result.published = p = publish_version(cfg, result.version, console=console)
+    result.published = p = publish_version(cfg, result.version, console=console, force=force)
     print_publish(p, console)
     result.outcome, result.exit_code = "published", EXIT_PUBLISHED
     result.message = (f"published version {result.version} to {p.repo_id} (tag {p.tag}, commit {p.revision[:12]})"
                       + (", already there" if p.noop else ""))
 
 
-def run_refresh(cfg: Config, console: Console | None = None) -> RefreshResult:
-    """The whole job; never raises for an expected failure: the outcome is in `.exit_code`."""
+def run_refresh(cfg: Config, console: Console | None = None, force: bool = False) -> RefreshResult:
+    """The whole job; never raises for an expected failure: the outcome is in `.exit_code`. `force`
+    lifts the size guard (an empty version, or one shrunk by more than publish.max_shrink), not the gates."""
     console = console or Console(stderr=True)
     lock = cfg.path(cfg.workdir) / LOCK_NAME
     started = datetime.now(timezone.utc)
@@ -324,7 +341,7 @@ def run_refresh(cfg: Config, console: Console | None = None) -> RefreshResult:
     try:
         with project_lock(lock):
             try:
-                _refresh(cfg, console, result)
+                _refresh(cfg, console, result, force=force)
             except KeyboardInterrupt:
                 result.outcome, result.exit_code, result.message = "error", EXIT_ERROR, "interrupted"
             except Exception as e:  # noqa: BLE001  one line for the log; cron must always get its exit code

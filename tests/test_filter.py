@@ -183,17 +183,23 @@ class VotingTeacher:
             yield Response(r.request_id, r.teacher, r.model, text=text, finish_reason="stop")
 
 
-@pytest.mark.slow
-def test_majority_vote_labels_seeds_without_a_reference(tmp_path):
+def _unlabelled_project(tmp_path: Path, questions: list[str], samples: int, filter_yaml: str = "{}") -> Path:
     shutil.copytree(ROOT / "prompts", tmp_path / "prompts")
     with open(tmp_path / "unlabelled.jsonl", "w") as f:
-        f.write(json.dumps({"q": "What is half of one?"}) + "\n" + json.dumps({"q": "What is 1 divided by 2?"}) + "\n")
-    (tmp_path / "factory.yaml").write_text("""
-sources: [{name: open, path: unlabelled.jsonl, fields: {problem: q}}]
-teachers: [{name: voter, backend: openai, model: voter-model}]
-generation: {samples_per_seed: 3}
-filter: {per_seed: 2, prefer: diverse}
+        f.writelines(json.dumps({"q": q}) + "\n" for q in questions)
+    (tmp_path / "factory.yaml").write_text(f"""
+sources: [{{name: open, path: unlabelled.jsonl, fields: {{problem: q}}}}]
+teachers: [{{name: voter, backend: openai, model: voter-model}}]
+generation: {{samples_per_seed: {samples}}}
+filter: {filter_yaml}
 """)
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_majority_vote_labels_seeds_without_a_reference(tmp_path):
+    _unlabelled_project(tmp_path, ["What is half of one?", "What is 1 divided by 2?"], 3,
+                        "{per_seed: 2, prefer: diverse, majority_min_share: 0.6}")
     cfg = load_config(tmp_path / "factory.yaml")
     build_dataset(cfg, console=Console(quiet=True), teachers={"voter": VotingTeacher()})
     s = run_filter(cfg, console=Console(quiet=True))
@@ -203,4 +209,106 @@ filter: {per_seed: 2, prefer: diverse}
     details = [json.loads(d) for (d,) in con.execute(
         "SELECT detail FROM checks WHERE reason = 'majority'").fetchall()]
     assert len(details) == 4 and all(d["share"] == 0.667 and d["votes"] == 3 for d in details)
-    assert con.execute("SELECT count(*) FROM kept WHERE verified").fetchone()[0] == 4
+    pseudo = con.execute("SELECT count(*), count(passed) FROM checks WHERE reason = 'majority'").fetchone()
+    assert pseudo == (4, 0)  # agreeing traces are not passed, nor failed
+    assert con.execute("SELECT count(*) FROM kept WHERE verified").fetchone()[0] == 0  # a pseudo-label is no proof
+    con.close()
+    # the default rule (filter.majority_min_share 0.8) gives 2 of 3 no label: nothing is pseudo-labelled
+    s = run_filter(load_config(tmp_path / "factory.yaml", ["filter.majority_min_share=0.8"]),
+                   console=Console(quiet=True))
+    assert "majority_minority" not in s.funnel["verify"] and s.kept == 4
+
+
+# what each sample of a seed answers (None: a truncated sample without an answer), by the seed's problem
+VOTES = {
+    "all agree in four forms": ["\\frac{1}{2}", "0.5", "1/2", "\\dfrac{1}{2}"],
+    "three of four agree": ["7", "7", "7", "8"],
+    "a common mistake ties": ["12", "12", "10", "10"],
+    "too few answered": ["5", "5", None, None],
+    "three answered, all agree": ["9", None, "9.0", "9"],
+    "everyone differs": ["1", "2", "3", "4"],
+}
+
+
+class VoteTeacher:
+    """Answers each seed's samples from VOTES; a None is a long trace cut off before its answer."""
+
+    name, model = "voter", "voter-model"
+
+    def generate(self, requests):
+        for r in requests:
+            user = r.messages[-1]["content"]
+            problem = next(p for p in VOTES if p in user)
+            answer = VOTES[problem][r.sample_index]
+            words = " ".join(f"{problem.split()[0]}{k}-{r.sample_index}" for k in range(12))
+            if answer is None:
+                yield Response(r.request_id, r.teacher, r.model, text=f"<think>{words} and so", finish_reason="length")
+            else:
+                yield Response(r.request_id, r.teacher, r.model, finish_reason="stop",
+                               text=f"<think>{words} gives {answer}.</think>\n\nThe answer is \\boxed{{{answer}}}.")
+
+
+@pytest.mark.slow
+def test_majority_vote_needs_enough_answers_and_share_and_never_verifies(tmp_path):
+    project = _unlabelled_project(tmp_path, list(VOTES), 4)
+    cfg = load_config(project / "factory.yaml")
+    build_dataset(cfg, console=Console(quiet=True), teachers={"voter": VoteTeacher()})
+    s = run_filter(cfg, console=Console(quiet=True))  # defaults: 3 answers, share >= 0.8, no tie
+    con = duckdb.connect(str(cfg.store_path), read_only=True)
+    votes = con.execute("""SELECT d.problem, c.reason, c.passed, c.detail FROM checks c
+                           JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
+                           WHERE c."check" = 'verify'""").fetchall()
+    con.close()
+    by = {}
+    for problem, reason, passed, detail in votes:
+        by.setdefault(problem, []).append((reason, passed, json.loads(detail)))
+    assert {reason for reason, _, _ in by["all agree in four forms"]} == {"majority"}
+    assert by["all agree in four forms"][0][2]["share"] == 1.0 and by["all agree in four forms"][0][2]["votes"] == 4
+    assert by["three answered, all agree"][0][2]["label"] in ("9", "9.0") and len(by["three answered, all agree"]) == 3
+    assert {r for r, _, _ in by["three answered, all agree"]} == {"majority"}
+    for problem in ("three of four agree", "a common mistake ties", "too few answered", "everyone differs"):
+        assert {r for r, _, _ in by[problem]} == {"no_majority"}, problem
+    assert "tie" in by["a common mistake ties"][0][2]["why"]
+    assert "majority_min_samples" in by["too few answered"][0][2]["why"]
+    assert all(passed is None for rows in by.values() for _, passed, _ in rows)  # nothing is verified
+    assert s.kept == 6 and "majority_minority" not in s.funnel["verify"]  # kept as unverified, one per seed
+
+    # a lower share labels 3 of 4 and rejects the 4th; a tie is never a label
+    s = run_filter(load_config(project / "factory.yaml", ["filter.majority_min_share=0.5"]),
+                   console=Console(quiet=True))
+    assert s.funnel["verify"] == {"majority_minority": 1}
+
+    # require_verified drops pseudo-labelled traces too, each with its reason in the funnel
+    strict = load_config(project / "factory.yaml", ["filter.require_verified=true"])
+    s = run_filter(strict, console=Console(quiet=True))
+    assert s.kept == 0
+    assert s.funnel["verify"] == {"pseudo_labelled": 7, "no_majority": 14}
+
+    # the export: pseudo-labelled rows are not verified and carry their label and vote share
+    s = run_filter(cfg, console=Console(quiet=True))
+    import datasets
+
+    out = export_version(cfg, s.version).path
+    sft = datasets.load_dataset("parquet", data_files=str(out / "sft" / "*.parquet"), split="train")
+    assert len(sft) == 6 and not any(r["verified"] for r in sft)
+    labelled = [r for r in sft if r["pseudo_label"] is not None]
+    assert sorted(r["vote_share"] for r in labelled) == [1.0, 1.0]
+    assert {r["pseudo_label"] for r in labelled} == {"9", "0.5"}  # the most common form, else the first in order
+    assert all(r["vote_share"] is None for r in sft if r["pseudo_label"] is None)
+    import pyarrow.parquet as pq
+
+    from factory.export import dpo_features
+
+    dpo = pq.read_table(out / "dpo")  # no verified trace: no pair, an empty split with its schema
+    assert dpo.num_rows == 0 and dpo.schema.equals(dpo_features().arrow_schema)
+    assert "2 more agree with their seed's majority vote" in (out / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_verified_rows_carry_no_pseudo_label(project):
+    cfg, _ = build_and_filter(project)
+    import datasets
+
+    out = export_version(cfg).path
+    sft = datasets.load_dataset("parquet", data_files=str(out / "sft" / "*.parquet"), split="train")
+    assert all(r["verified"] and r["pseudo_label"] is None and r["vote_share"] is None for r in sft)

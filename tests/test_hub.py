@@ -278,3 +278,84 @@ def test_cli_publish_keeps_the_token_out_of_output_store_and_files(project, fake
         assert secret not in repo_file
     for c in fake_hub.calls:
         assert TOKEN not in json.dumps(c.body)
+
+
+# -- never ship emptiness: the size guard (publish.max_shrink, --force) ---------------------------
+
+def _empty_version(project: Path) -> int:
+    """A version that keeps nothing, as a broken source or field mapping makes one: every trace rejected."""
+    cfg = load_config(project / "factory.yaml", ["filter.math.min_reasoning_words=100000"])
+    summary = run_filter(cfg, console=QUIET)
+    assert summary.kept == 0 and summary.new_version
+    return summary.version
+
+
+def _repo_files(hub) -> dict[str, bytes]:
+    return dict(hub.repos[REPO].files)
+
+
+def test_an_empty_version_is_refused_and_the_hub_keeps_its_files(project, fake_hub, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    cfg = config(project)
+    publish_version(cfg, 1, console=QUIET)
+    before, commits = _repo_files(fake_hub), len(fake_hub.calls_to("POST", "/commit/"))
+    empty = _empty_version(project)
+    for dry_run in (True, False):
+        with pytest.raises(HubError) as err:
+            publish_version(cfg, empty, dry_run=dry_run, console=QUIET)
+        message = str(err.value)
+        assert "\n" not in message and f"v{empty} keeps 0 traces" in message
+        assert "the last published version v1 keeps 3" in message and "--force" in message
+    assert _repo_files(fake_hub) == before and len(fake_hub.calls_to("POST", "/commit/")) == commits
+    assert set(fake_hub.repos[REPO].tags) == {"v1"} and _published(cfg, empty) is None
+
+    # the export is still well formed: both splits as 0-row Parquet with their schema, and a card
+    import pyarrow.parquet as pq
+
+    from factory.export import dpo_features, sft_features
+
+    out = export_version(cfg, empty).path
+    for split, features in (("sft", sft_features()), ("dpo", dpo_features())):
+        table = pq.read_table(out / split)
+        assert table.num_rows == 0 and table.schema.equals(features.arrow_schema), split
+    assert "This version keeps no traces" in (out / "README.md").read_text()
+
+    # --force publishes it anyway: the Hub's branch then holds the empty splits, v1 stays tagged
+    result = publish_version(cfg, empty, force=True, console=QUIET)
+    repo = fake_hub.repos[REPO]
+    assert repo.tags[f"v{empty}"] == result.revision and "sft/train-00002.parquet" in repo.files_at("v1")
+    assert sorted(p for p in repo.files if p.endswith(".parquet")) == ["dpo/train-00000.parquet",
+                                                                      "sft/train-00000.parquet"]
+    card = repo.files["README.md"].decode()
+    assert "config_name: sft" in card and "config_name: dpo" in card
+
+
+def test_a_shrink_beyond_max_shrink_is_refused_unless_forced(project, fake_hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    cfg = config(project)
+    publish_version(cfg, 2, console=QUIET)  # 4 traces
+    _seeds(project, 1)
+    small = _version(cfg)  # 1 trace: 75 % fewer
+    with pytest.raises(HubError, match=rf"refusing to publish: v{small} keeps 1 traces, 75% fewer than the last "
+                                       r"published version v2 keeps 4 \(publish.max_shrink = 0.5\).*--force"):
+        publish_version(cfg, small, console=QUIET)
+    assert set(fake_hub.repos[REPO].tags) == {"v2"}
+    publish_version(cfg, 1, console=QUIET)  # 3 of 4 traces: a 25 % shrink is within the bound
+    assert publish_version(config(project, "publish.max_shrink=0.8"), small, console=QUIET).tag == f"v{small}"
+
+
+def test_cli_force_publishes_what_the_guard_refuses(project, fake_hub, monkeypatch):
+    from typer.testing import CliRunner
+
+    from factory.cli import app
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    publish_version(config(project), 1, console=QUIET)
+    empty = _empty_version(project)
+    args = ["publish", "-c", str(project / "factory.yaml"), "--set", f"publish.repo_id={REPO}", "--version", str(empty)]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and f"refusing to publish: v{empty} keeps 0 traces" in refused.output
+    assert set(fake_hub.repos[REPO].tags) == {"v1"}
+    forced = CliRunner().invoke(app, args + ["--force"])
+    assert forced.exit_code == 0, forced.output
+    assert set(fake_hub.repos[REPO].tags) == {"v1", f"v{empty}"}

@@ -254,3 +254,44 @@ def test_errors_exit_1_with_one_line_record_it_and_release_the_lock(project, ser
     assert rows[0][2].startswith("source 'gsm8k': ")
     with project_lock(project / ".factory" / "refresh.lock"):
         pass  # free again
+
+
+def unanswered(question: str) -> str:
+    """A broken teacher (or a field mapped to the wrong column): no reasoning, no answer."""
+    return "I cannot help with that."
+
+
+@pytest.mark.slow
+def test_an_empty_or_shrunken_version_fails_its_gate_and_nothing_is_pushed(project, server, fake_hub, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_refresh_test_token_0123456789")
+    write_config(project, server.base_url, publish=True)
+    write_seeds(project, server, QUESTIONS[:6])
+    first = refresh(project)
+    assert first.exit_code == EXIT_PUBLISHED and first.outcome == "published", first.message
+    files = dict(fake_hub.repos["tester/traces"].files)
+
+    # every new answer is unusable: version 2 keeps nothing; its gate fails and the Hub is untouched
+    write_seeds(project, server, QUESTIONS[10:16], reply=unanswered)
+    empty = refresh(project)
+    assert empty.exit_code == EXIT_GATES_FAILED and empty.outcome == "gates_failed", empty.message
+    assert empty.version == 2 and {"not_empty", "min_size"} <= {g.name for g in empty.failed_gates}
+    assert "not_empty 0 < 1" in empty.message and "v2 keeps 0 traces" in empty.message
+    assert "last published version v1 keeps 6" in empty.message and "--force" in empty.message
+    assert fake_hub.repos["tester/traces"].files == files and set(fake_hub.repos["tester/traces"].tags) == {"v1"}
+
+    # a third of the seeds come back: 2 of 6 traces is a 67 % shrink against v1, beyond publish.max_shrink
+    write_seeds(project, server, QUESTIONS[:2])
+    shrunk = refresh(project, "refresh.gates.max_diversity_drop=null")
+    assert shrunk.exit_code == EXIT_GATES_FAILED and [g.name for g in shrunk.failed_gates] == ["max_shrink"]
+    assert shrunk.failed_gates[0].value == 0.6667 and "v3 keeps 2 traces, 67% fewer" in shrunk.message
+    assert set(fake_hub.repos["tester/traces"].tags) == {"v1"}
+
+    assert f"`factory publish --version {shrunk.version} --force`" in shrunk.message  # v3 is decided now
+
+    # refresh --force lifts the size guard (only) for the next version: it is published
+    write_seeds(project, server, QUESTIONS[1:3])
+    forced = run_refresh(load_config(project / "factory.yaml", ["refresh.gates.max_diversity_drop=null"]),
+                         console=Console(quiet=True), force=True)
+    assert forced.exit_code == EXIT_PUBLISHED and forced.outcome == "published", forced.message
+    assert not {"not_empty", "max_shrink"} & {g.name for g in forced.gates}
+    assert set(fake_hub.repos["tester/traces"].tags) == {"v1", "v4"}

@@ -81,7 +81,10 @@ def load_split(cfg: Config, split: str) -> tuple[datasets.Dataset, str, int | No
     import datasets
 
     folder, version = data_folder(cfg)
-    files = sorted((folder / split).glob("*.parquet"))
+    import pyarrow.parquet as pq
+
+    # an empty split is exported as one 0-row shard (its schema), which load_dataset cannot read
+    files = [f for f in sorted((folder / split).glob("*.parquet")) if pq.read_metadata(f).num_rows]
     where = f"v{version}" if version is not None else str(folder)
     if not files:
         raise TrainError(f"no {split} rows in {where} ({folder / split}): {EMPTY_HINTS.get(split, 'empty split')}")
