@@ -181,7 +181,8 @@ def majority_vote(store: Store, cfg: Config) -> int:
     pseudo-label when at least filter.majority_min_samples samples gave an answer, its vote share reaches
     filter.majority_min_share and no other answer ties it. A pseudo-label is not a verification: agreeing
     traces get passed = NULL with reason `majority` (the label and share in `detail`), the others
-    passed = FALSE (`majority_minority`); a seed without a label marks its traces `no_majority`."""
+    passed = FALSE (`majority_minority`); a seed that voted without a label marks its traces `no_consensus`,
+    one with fewer answers than filter.majority_min_samples `no_majority`."""
     from factory.checks.math import verify_many
 
     f = cfg.filter
@@ -220,9 +221,12 @@ def majority_vote(store: Store, cfg: Config) -> int:
         else:
             why = None
         detail = {"label": label, "share": round(share, 3), "votes": len(votes), "agree": n}
+        # a seed that voted without agreeing is doubtful (most samples are wrong there): `no_consensus`
+        # traces are dropped; one with too few answers to vote (`no_majority`) is only unverified
+        unlabelled = "no_majority" if len(votes) < f.majority_min_samples else "no_consensus"
         for request_id, a in votes:
             if why:
-                passed, reason, d = None, "no_majority", {**detail, "label": None, "top": label, "why": why}
+                passed, reason, d = None, unlabelled, {**detail, "label": None, "top": label, "why": why}
             elif group_of[a] == top:
                 passed, reason, d = None, "majority", detail  # pseudo-labelled: agrees, is not verified
             else:

@@ -213,10 +213,10 @@ def test_majority_vote_labels_seeds_without_a_reference(tmp_path):
     assert pseudo == (4, 0)  # agreeing traces are not passed, nor failed
     assert con.execute("SELECT count(*) FROM kept WHERE verified").fetchone()[0] == 0  # a pseudo-label is no proof
     con.close()
-    # the default rule (filter.majority_min_share 0.8) gives 2 of 3 no label: nothing is pseudo-labelled
+    # the default rule (filter.majority_min_share 0.8) gives 2 of 3 no label: no consensus, nothing kept
     s = run_filter(load_config(tmp_path / "factory.yaml", ["filter.majority_min_share=0.8"]),
                    console=Console(quiet=True))
-    assert "majority_minority" not in s.funnel["verify"] and s.kept == 4
+    assert s.funnel["verify"] == {"no_consensus": 6} and s.kept == 0
 
 
 # what each sample of a seed answers (None: a truncated sample without an answer), by the seed's problem
@@ -266,23 +266,25 @@ def test_majority_vote_needs_enough_answers_and_share_and_never_verifies(tmp_pat
     assert by["all agree in four forms"][0][2]["share"] == 1.0 and by["all agree in four forms"][0][2]["votes"] == 4
     assert by["three answered, all agree"][0][2]["label"] in ("9", "9.0") and len(by["three answered, all agree"]) == 3
     assert {r for r, _, _ in by["three answered, all agree"]} == {"majority"}
-    for problem in ("three of four agree", "a common mistake ties", "too few answered", "everyone differs"):
-        assert {r for r, _, _ in by[problem]} == {"no_majority"}, problem
+    for problem in ("three of four agree", "a common mistake ties", "everyone differs"):
+        assert {r for r, _, _ in by[problem]} == {"no_consensus"}, problem  # voted, did not agree: dropped
+    assert {r for r, _, _ in by["too few answered"]} == {"no_majority"}  # could not vote: unverified
     assert "tie" in by["a common mistake ties"][0][2]["why"]
     assert "majority_min_samples" in by["too few answered"][0][2]["why"]
     assert all(passed is None for rows in by.values() for _, passed, _ in rows)  # nothing is verified
-    assert s.kept == 6 and "majority_minority" not in s.funnel["verify"]  # kept as unverified, one per seed
+    assert s.kept == 3 and "majority_minority" not in s.funnel["verify"]  # labelled, or unverified: one per seed
+    assert s.funnel["verify"] == {"no_consensus": 12}
 
     # a lower share labels 3 of 4 and rejects the 4th; a tie is never a label
     s = run_filter(load_config(project / "factory.yaml", ["filter.majority_min_share=0.5"]),
                    console=Console(quiet=True))
-    assert s.funnel["verify"] == {"majority_minority": 1}
+    assert s.funnel["verify"] == {"majority_minority": 1, "no_consensus": 8}
 
     # require_verified drops pseudo-labelled traces too, each with its reason in the funnel
     strict = load_config(project / "factory.yaml", ["filter.require_verified=true"])
     s = run_filter(strict, console=Console(quiet=True))
     assert s.kept == 0
-    assert s.funnel["verify"] == {"pseudo_labelled": 7, "no_majority": 14}
+    assert s.funnel["verify"] == {"pseudo_labelled": 7, "no_consensus": 12, "no_majority": 2}
 
     # the export: pseudo-labelled rows are not verified and carry their label and vote share
     s = run_filter(cfg, console=Console(quiet=True))
@@ -290,7 +292,7 @@ def test_majority_vote_needs_enough_answers_and_share_and_never_verifies(tmp_pat
 
     out = export_version(cfg, s.version).path
     sft = datasets.load_dataset("parquet", data_files=str(out / "sft" / "*.parquet"), split="train")
-    assert len(sft) == 6 and not any(r["verified"] for r in sft)
+    assert len(sft) == 3 and not any(r["verified"] for r in sft)
     labelled = [r for r in sft if r["pseudo_label"] is not None]
     assert sorted(r["vote_share"] for r in labelled) == [1.0, 1.0]
     assert {r["pseudo_label"] for r in labelled} == {"9", "0.5"}  # the most common form, else the first in order
