@@ -21,10 +21,10 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from factory.config import Config, TeacherConfig
+from factory.progress import WorkProgress
 from factory.prompts import Prompts
 from factory.records import Request, Seed
 from factory.sources import BadRow, SourceError, plan_source, read_seeds
@@ -230,30 +230,21 @@ def _pending(store: Store, teacher: str) -> tuple[int, int, Iterator[Request]]:
 
 
 def _generate(tcfg: TeacherConfig, teacher: Teacher, requests: Iterator[Request], total: int,
-              writer: ResponseWriter, summary: BuildSummary, console: Console) -> None:
-    columns = (TextColumn(f"[bold]{tcfg.name}[/] ({tcfg.backend}:{tcfg.model})"), BarColumn(),
-               MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("generate", total=total, status="")
-        ok = failed = tokens = 0
-        started = time.monotonic()
+              writer: ResponseWriter, summary: BuildSummary, console: Console, interval_s: float = 30.0) -> None:
+    with WorkProgress(console, f"{tcfg.name} ({tcfg.backend}:{tcfg.model})", total, interval_s) as progress:
         for response in teacher.generate(requests):
             writer.put(response)
             summary.requests_sent += 1
             if response.ok:
-                ok += 1
                 summary.requests_ok += 1
             else:
-                failed += 1
                 summary.requests_failed[response.error.split(":")[0]] += 1
             summary.tokens_in += response.prompt_tokens or 0
             summary.tokens_out += response.completion_tokens or 0
-            tokens += response.completion_tokens or 0
             if response.cost is not None:
                 summary.cost += response.cost
                 summary.priced = True
-            rate = tokens / max(time.monotonic() - started, 1e-9)
-            progress.update(task, advance=1, status=f"ok {ok} err {failed} | {rate:,.0f} tok/s")
+            progress.advance(response.ok, response.completion_tokens or 0)
 
 
 def _record_run(cfg: Config, store: Store, run_id: str) -> None:
@@ -288,7 +279,7 @@ def build_dataset(cfg: Config, console: Console | None = None,
                     continue  # nothing to ask: the model is never loaded
                 teacher = (teachers or {}).get(tcfg.name) or make_teacher(tcfg)
                 try:
-                    _generate(tcfg, teacher, pending, total, writer, summary, console)
+                    _generate(tcfg, teacher, pending, total, writer, summary, console, cfg.build.progress_interval_s)
                 finally:
                     close = getattr(teacher, "close", None)
                     if close:

@@ -105,6 +105,7 @@ class GenerationConfig(Strict):
 
 class BuildConfig(Strict):
     max_failure_rate: float = Field(default=0.05, ge=0, le=1)  # exit non-zero above this
+    progress_interval_s: float = Field(default=30.0, gt=0)  # off a terminal: one progress line this often
 
 
 class QualityConfig(Strict):
@@ -311,6 +312,7 @@ class Config(Strict):
         """Hash of what shapes the corpus: training, eval, publishing and refresh settings are left out,
         so changing them never makes a new dataset version."""
         data = {k: v for k, v in self.resolved().items() if k not in ("train", "eval", "publish", "refresh")}
+        data["build"].pop("progress_interval_s", None)  # how often progress is logged shapes nothing
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

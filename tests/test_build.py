@@ -332,3 +332,22 @@ def test_a_json_array_with_split_columns_builds_through_the_cli(project, monkeyp
     result = cli(project, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "references  svamp: 2 of 2 usable" in result.output and "exported version 1" in result.output
+
+
+def test_off_a_terminal_progress_is_a_plain_line_every_interval(tmp_path):
+    """Under cron / CI / nohup the bar becomes a log line every build.progress_interval_s, and a last one."""
+    import io
+    import time as _time
+
+    from factory.progress import WorkProgress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    with WorkProgress(console, "t (openai:m)", total=6, interval_s=0.05) as p:
+        for i in range(6):
+            p.advance(ok=i != 3, tokens=10)
+            _time.sleep(0.03)
+    lines = [ln for ln in out.getvalue().splitlines() if ln]
+    assert 2 <= len(lines) <= 5, lines
+    assert lines[-1].startswith("t (openai:m): 6/6 requests (100%)") and "1 failed" in lines[-1]
+    assert "ETA" in lines[0] and "tok/s" in lines[0]
