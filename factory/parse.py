@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from factory.checks.values import read_plain_value
+from factory.values import read_plain_value
 
 __all__ = ["Parsed", "parse", "last_boxed", "is_placeholder", "ANSWER_SCAN_CHARS", "CODE_SCAN_CHARS"]
 
@@ -272,8 +272,13 @@ def _norm_key(a: str) -> str:
     return a.rstrip(".")
 
 
+# "30 (or 3.0 if the problem means …)", "$\frac{14}{3}$ (if we include the first case) / …"
+_CONDITIONAL_RE = re.compile(r"(?i)\(\s*(?:or|if|assuming|depending|unless)\b|\bif\s+(?:we|the|you|it|one)\b"
+                             r"|\bdepending\s+on\b")
+
+
 def _hedged(a: str) -> bool:
-    if _HEDGE_WORDS_RE.search(a):
+    if _HEDGE_WORDS_RE.search(a) or _CONDITIONAL_RE.search(a):
         return True
     if "or" not in a.lower() and "\\lor" not in a:
         return False
@@ -426,6 +431,10 @@ def _answer_after(rest: str) -> str | None:
             if k < 0:
                 return None  # unclosed math: truncated or garbage
             after = rest[k + len(hi):]
+            line = after.split("\n", 1)[0]
+            if _CONDITIONAL_RE.search(line) or re.match(r"\s*/\s*\$", line):
+                # "$\frac{14}{3}$ (if we include …) / $5$ (if not)": a conditional answer, to the hedge check
+                return (rest[len(lo):k] + " " + line).replace("$", " ")
             if _ALTERNATIVE_RE.match(after):
                 # "$18$ or $20$": the whole sentence, delimiters dropped, goes to the hedge check
                 m = _SENTENCE_END_RE.search(after)
@@ -445,9 +454,12 @@ def _hashes(region: str) -> str | None:
     last = None
     for m in _HASHES_RE.finditer(region):
         c = m.group(1).strip()
-        if c and not _HEADING_RE.match(c):
+        if c and (not _HEADING_RE.match(c) or c.strip("*. ").lower() in _BOOL_WORDS):
             last = c
     return last
+
+
+_BOOL_WORDS = {"true", "false", "yes", "no"}
 
 
 def _last_code_block(region: str, truncated: bool) -> tuple[str | None, str | None]:
@@ -538,13 +550,43 @@ def _statements(scan: str) -> list[tuple[int, str]]:
                 out.append((m.start(), scan[j + 1:end - 1]))
     for m in _HASHES_RE.finditer(scan):
         c = m.group(1).strip()
-        if c and not _HEADING_RE.match(c):
+        if c and (not _HEADING_RE.match(c) or c.strip("*. ").lower() in _BOOL_WORDS):
             out.append((m.start(), c))
     for m in _ANSWER_IS_RE.finditer(scan):
         v = _answer_after(scan[m.end():])
-        if v and re.search(r"[\d\\]", v):
+        if v and _is_value(v):
             out.append((m.start(), v))
     return sorted(out)
+
+
+_LETTER_OR_BOOL_RE = re.compile(r"(?i)^\W*(?:\(?[A-J]\)|[A-J]|true|false|yes|no)\W*(?:\s.*)?$", re.S)
+
+
+def _is_value(a: str) -> bool:
+    """Does a later "the answer is …" state a value (a number, math, a choice letter, a yes/no) rather
+    than prose ("… so our answer is correct")?"""
+    a = a.strip()
+    return bool(re.search(r"[\d\\]", a)) or bool(_LETTER_OR_BOOL_RE.match(a[:40])) and len(a) < 80
+
+
+# "**Final Answer**", "### Final Answer", "Final answer:", "The final answer is": what follows is the answer
+_FINAL_MARKER_RE = re.compile(r"(?i)(?:^|\n)[ \t>#*]*final\s+answer\b|\bthe\s+final\s+answer\s+(?:is|would\s+be)\b")
+
+
+def _after_final_marker(scan: str) -> str:
+    """The text from the last explicit final-answer marker on, when an answer follows it: drafts boxed
+    before it are reasoning ("My first attempt gives \\boxed{40}. … **Final Answer** \\boxed{70}")."""
+    last = None
+    for m in _FINAL_MARKER_RE.finditer(scan):
+        last = m
+    if last is None or last.start() == 0:
+        return scan
+    tail = scan[last.start():]
+    has_answer = (("\\boxed" in tail or "\\fbox" in tail) and _boxed_all(tail)) or _answer_is(tail) or _hashes(tail)
+    if not has_answer:
+        after = tail[last.end() - last.start():].strip(" \t*:#\n")
+        has_answer = bool(after)
+    return tail if has_answer else scan
 
 
 def _offers_alternatives(scan: str) -> bool:
@@ -616,6 +658,8 @@ def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
         return Parsed(reasoning, None, think_closed, None, truncated, NO_ANSWER)
     if _offers_alternatives(scan):
         return Parsed(reasoning, None, think_closed, None, truncated, HEDGED)
+    if not tagged:
+        scan = _after_final_marker(scan)
 
     answer: str | None = None
     source: str | None = None
@@ -636,9 +680,9 @@ def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
             if later is None and "####" in after:
                 later = _hashes(after)
             # only a later answer that looks like a value ("… so our answer is correct" is not)
-            if later is not None and re.search(r"[\d\\]", later):
+            if later is not None and _is_value(later):
                 key, lkey = _norm_key(answer), _norm_key(later)
-                if lkey and key not in lkey:
+                if lkey and (key != lkey if key.startswith("=") or lkey.startswith("=") else key not in lkey):
                     return Parsed(reasoning, None, think_closed, "boxed", truncated, HEDGED)
     if answer is None and "####" in scan:
         answer = _hashes(scan)

@@ -11,9 +11,11 @@ a typo must not turn every row into a bad one. A bad row never stops the run: it
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import itertools
 import json
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ import jinja2.nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from factory.config import SourceConfig
+from factory.errors import SourceError  # noqa: F401 - raised here; importable from this module too
 from factory.records import Seed
 
 # Shipped field mappings: record field -> column of the source. `answer_after` splits the
@@ -42,10 +45,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 RECORD_FIELDS = ("problem", "answer", "tests", "entry_point", "id")
 SOURCE_ROW = "source_row"  # Seed.meta key of the whole source row (JSON-safe): prompt templates' `row`
 SHOW_COLUMNS = 10  # columns named in a missing-column error
-
-
-class SourceError(ValueError):
-    """The source as a whole cannot be read (missing file, unknown format, a mapped column it lacks)."""
 
 
 @dataclass(frozen=True)
@@ -147,8 +146,9 @@ def plan_source(cfg: SourceConfig, base_dir: Path = Path(".")) -> SourcePlan:
         name = local.name.lower()
         fmt = ("jsonl" if name.endswith((".jsonl", ".jsonl.gz")) else
                "json" if name.endswith((".json", ".json.gz")) else
-               "parquet" if name.endswith(".parquet") else "hf")
-    if fmt in ("jsonl", "json", "parquet"):
+               "parquet" if name.endswith(".parquet") else
+               "csv" if name.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")) else "hf")
+    if fmt in ("jsonl", "json", "parquet", "csv"):
         if not local.exists():
             raise SourceError(f"source '{cfg.name}': {local}: no such file")
         if local.is_dir():
@@ -238,7 +238,28 @@ def _parquet_rows(path: str) -> tuple[list[str], Iterator[tuple[int, Any]]]:
     return pf.schema_arrow.names, rows()
 
 
+@contextlib.contextmanager
+def _quiet_hub_logs() -> Iterator[None]:
+    """huggingface_hub logs each retry of an unreachable Hub as a warning; the user gets one line instead."""
+    import datasets  # noqa: F401 - the libraries set their loggers' levels on import: import them first
+
+    loggers = [logging.getLogger(n) for n in ("huggingface_hub", "datasets", "fsspec")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR + 10)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _hf_rows(path: str, split: str) -> tuple[list[str] | None, Iterator[tuple[int, Any]]]:
+    with _quiet_hub_logs():
+        return _hf_open(path, split)
+
+
+def _hf_open(path: str, split: str) -> tuple[list[str] | None, Iterator[tuple[int, Any]]]:
     import datasets
 
     local = Path(path)
@@ -249,6 +270,10 @@ def _hf_rows(path: str, split: str) -> tuple[list[str] | None, Iterator[tuple[in
                 if split not in ds:
                     raise SourceError(f"{path}: no split '{split}' (splits: {', '.join(ds)})")
                 ds = ds[split]
+        elif local.is_file():  # one data file with format: hf: its builder by extension ("csv", "json", …)
+            builder = {"jsonl": "json", "tsv": "csv", "txt": "text"}.get(local.suffix.lstrip(".").lower(),
+                                                                       local.suffix.lstrip(".").lower())
+            ds = datasets.load_dataset(builder, data_files=str(local), split="train", streaming=True)
         else:  # a Hub name, or a local folder of data files; streaming keeps memory flat
             ds = datasets.load_dataset(path, split=split, streaming=True)
     except SourceError:
@@ -257,7 +282,49 @@ def _hf_rows(path: str, split: str) -> tuple[list[str] | None, Iterator[tuple[in
         first = (str(e).strip().splitlines() or [""])[0]
         raise SourceError(f"{path}: cannot load the dataset: {type(e).__name__}: {first}") from None
     columns = list(ds.features) if getattr(ds, "features", None) else None  # unknown for some streams
-    return columns, enumerate(ds, start=1)
+    return columns, _reading(path, enumerate(ds, start=1))
+
+
+def _reading(path: str, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    """A stream that `datasets` reads lazily fails while rows are read (a folder of mixed files, a
+    corrupt shard, the network): one line naming the source and how far it got."""
+    n = 0
+    try:
+        for n, row in rows:
+            yield n, row
+    except SourceError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever the reader raises, the user gets one line
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise SourceError(f"{path}: cannot read row {n + 1}: {type(e).__name__}: {first}") from None
+
+
+def _csv_rows(path: str) -> tuple[list[str] | None, Iterator[tuple[int, Any]]]:
+    """A CSV (or TSV) file with a header row; every cell is text, an empty cell is null."""
+    import csv
+
+    opener = gzip.open if path.endswith(".gz") else open
+    delimiter = "\t" if ".tsv" in Path(path).name.lower() else ","
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f, delimiter=delimiter), None)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SourceError(f"{path}: cannot read the header: {e}") from None
+    if not header:
+        return [], iter(())
+
+    def rows() -> Iterator[tuple[int, Any]]:
+        with opener(path, "rt", encoding="utf-8-sig", newline="", errors="replace") as f:
+            reader = csv.DictReader(f, delimiter=delimiter)
+            try:
+                for n, row in enumerate(reader, start=2):  # the file's line of each record (1 is the header)
+                    if None in row:
+                        yield n, f"{len(row[None])} more cells than the header has columns"
+                        continue
+                    yield n, {k: (v if v != "" else None) for k, v in row.items()}
+            except csv.Error as e:
+                yield reader.line_num, f"invalid CSV: {e}"
+    return header, rows()
 
 
 def _open_rows(plan: SourcePlan) -> tuple[list[str] | None, Iterator[tuple[int, Any]]]:
@@ -266,6 +333,8 @@ def _open_rows(plan: SourcePlan) -> tuple[list[str] | None, Iterator[tuple[int, 
         return _parquet_rows(plan.path)
     if plan.format == "hf":
         return _hf_rows(plan.path, plan.split)
+    if plan.format == "csv":
+        return _csv_rows(plan.path)
     return None, (_json_rows if plan.format == "json" else _jsonl_rows)(plan.path)
 
 
@@ -311,6 +380,11 @@ def _text(row: dict, field: str, column: str, domain: str) -> tuple[str | None, 
         return value, None
     if field in ("answer", "id") and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(_cell_text(value)), None
+    if field == "answer" and isinstance(value, bool):  # TheoremQA: True / False
+        return str(value), None
+    if field == "answer" and isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value):
+        return "[" + ", ".join(str(_cell_text(v)) for v in value) + "]", None  # [1, 2], as TheoremQA writes it
     return None, f"expected a string, got {type(value).__name__}"
 
 
@@ -363,7 +437,9 @@ def _extract_reference(plan: SourcePlan, text: str) -> tuple[str | None, str | N
 
 def json_safe(value: Any) -> Any:
     """A cell as JSON: nested lists/objects kept, NaN as null, bytes as a size, anything else as str."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if isinstance(value, str):  # an unmapped column's broken emoji: replaced, the row is still good
+        return value if _encodable(value) else value.encode("utf-8", "replace").decode("utf-8")
+    if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -374,6 +450,14 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"  # an image or audio cell: kept out of the store
     return str(value)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def read_seeds(plan: SourcePlan) -> Iterator[Seed | BadRow]:
@@ -419,6 +503,10 @@ def read_seeds(plan: SourcePlan) -> Iterator[Seed | BadRow]:
                 bad = BadRow(file, n, answer_field, err)
         if bad is not None:
             yield bad
+            continue
+        broken = next((k for k, v in values.items() if isinstance(v, str) and not _encodable(v)), None)
+        if broken is not None:  # a JSON-escaped lone surrogate ("\ud83d"): the store keeps UTF-8 only
+            yield BadRow(file, n, plan.fields.get(broken, broken), "invalid Unicode: a lone surrogate (a broken emoji?)")
             continue
         good += 1
         meta: dict[str, Any] = {"row": n}

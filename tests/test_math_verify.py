@@ -577,7 +577,7 @@ def test_check_references(pool):
     ("twenty five", "25", "passed"),
 ])
 def test_number_words_are_read_exactly(answer, reference, status):
-    from factory.checks.values import fast_verdict
+    from factory.values import fast_verdict
 
     got = fast_verdict(answer, reference)
     assert got is not None and got[0] == status and got[1].startswith("numeric_")
@@ -585,7 +585,7 @@ def test_number_words_are_read_exactly(answer, reference, status):
 
 @pytest.mark.parametrize("answer", ["five twenty", "two thirds", "a dozen eggs or so"])
 def test_number_words_that_are_not_one_whole_number_are_not_read(answer):
-    from factory.checks.values import read_plain_value
+    from factory.values import read_plain_value
 
     assert read_plain_value(answer) is None
 

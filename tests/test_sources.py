@@ -294,3 +294,33 @@ def test_the_whole_row_is_kept_json_safe_in_meta(tmp_path):
 def test_seed_ids_of_shipped_presets_do_not_change():
     seeds, _ = load(path=str(DATA / "gsm8k_train_sample.jsonl"), preset="gsm8k", limit=1)
     assert seeds[0].seed_id == Seed("s", seeds[0].problem).seed_id == "7640845e9b182fd049b8566fa339dbed"
+
+
+def test_csv_and_tsv_files_are_sources(tmp_path):
+    (tmp_path / "mawps.csv").write_text('Question,Answer\n"Tom has 3 apples, then 4 more. How many?",7.0\n'
+                                        '"Too, many, cells",1,2\n"No answer here",\n')
+    (tmp_path / "mawps.tsv").write_text("Question\tAnswer\nHow many legs do 2 cats have?\t8\n")
+    got = list(read_seeds(plan_source(SourceConfig(name="m", path=str(tmp_path / "mawps.csv"),
+                                                   fields={"problem": "Question", "answer": "Answer"}))))
+    seeds = [g for g in got if isinstance(g, Seed)]
+    assert [(s.problem, s.answer) for s in seeds] == [("Tom has 3 apples, then 4 more. How many?", "7.0"),
+                                                      ("No answer here", None)]
+    bad = [g for g in got if isinstance(g, BadRow)]
+    assert len(bad) == 1 and bad[0].row == 3 and "more cells than the header" in bad[0].reason
+    tsv = [g for g in read_seeds(plan_source(SourceConfig(name="t", path=str(tmp_path / "mawps.tsv"),
+                                                          fields={"problem": "Question", "answer": "Answer"})))]
+    assert [(s.problem, s.answer) for s in tsv] == [("How many legs do 2 cats have?", "8")]
+    with pytest.raises(SourceError, match="'Problem'"):  # a column the header lacks: before any row
+        list(read_seeds(plan_source(SourceConfig(name="m", path=str(tmp_path / "mawps.csv"),
+                                                 fields={"problem": "Problem"}))))
+
+
+def test_boolean_and_list_answers_are_references(tmp_path):
+    """TheoremQA's Answer column holds booleans, lists and numbers side by side."""
+    rows = [{"Question": "Is 7 prime?", "Answer": True}, {"Question": "Roots of x^2-5x+4?", "Answer": [1, 4]},
+            {"Question": "What is 2.5 * 2?", "Answer": 5.0}, {"Question": "Nested?", "Answer": [[1], [2]]}]
+    (tmp_path / "tq.json").write_text(json.dumps(rows))
+    got = list(read_seeds(plan_source(SourceConfig(name="tq", path=str(tmp_path / "tq.json"),
+                                                   fields={"problem": "Question", "answer": "Answer"}))))
+    assert [g.answer for g in got if isinstance(g, Seed)] == ["True", "[1, 4]", "5"]
+    assert isinstance(got[-1], BadRow) and "expected a string, got list" in got[-1].reason

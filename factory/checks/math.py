@@ -66,7 +66,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Iterator
 
-from factory.checks.values import (  # noqa: F401 - strip_units, read_plain_value: part of this API
+from factory.values import (  # noqa: F401 - strip_units, read_plain_value: part of this API
     PlainValue,
     _num_eq,
     _show,

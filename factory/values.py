@@ -37,6 +37,8 @@ _MATH_WORDS = {"pi", "sqrt", "times", "cdot", "mod", "and", "or", "sin", "cos", 
 def normalize_answer(a: str) -> str:
     """Light, safe clean-up of a final answer or reference before math-verify parses it."""
     a = a.strip()
+    if "**" in a and "\\" not in a:  # Python syntax (DeepMind mathematics): 5*r**2 - 36*r is 5r^2 - 36r
+        a = re.sub(r"\*\*\s*(\w+|\([^()]*\))", r"^{\1}", a).replace("*", " \\cdot ")
     # LaTeX thin spaces / grouped commas in numbers: 10,\!080  11{,}111  1\,000
     a = a.replace("{,}", ",").replace(",\\!", ",").replace("\\!", "")
     a = _UNESCAPED_DOLLAR.sub("", a).strip()
@@ -395,8 +397,8 @@ def read_choice(text: str, answer: bool = False) -> str | None:
         return None
     letter = m.group(1)
     # an answer's letter must be a capital (or in parentheses): "a" alone is a variable
-    if answer and not letter.isupper() and "(" not in s[:3]:
-        return None
+    if answer and not letter.isupper() and "(" not in s[:3] and not re.match(r"(?:\\text(?:bf)?\s*\{\s*)?[a-j][):]", s):
+        return None  # "d) 315" is marked as a choice; "d" alone may be a variable
     return letter.upper()
 
 
@@ -504,11 +506,21 @@ def fast_verdict(predicted: str, reference: str) -> tuple[str, str] | None:
     most numeric answers never wait for a worker.
     """
     ref_choice = read_choice(reference)
+    got = read_choice(predicted, answer=True)
+    if ref_choice is None and got is not None and re.fullmatch(r"\s*\(?[a-j]\)?\s*", reference):
+        # MathQA writes its choices in lower case: "b" is choice (B) when the answer is a marked choice
+        # ("D) 980", "(a) 96", "\text{d) } 315"); a bare "b" against "b" is equal either way
+        ref_choice = reference.strip().strip("()").upper()
     if ref_choice is not None:
-        got = read_choice(predicted, answer=True)
         if got is not None:
             return ((PASSED, f"choice_equal: ({got})") if got == ref_choice
                     else (FAILED, f"choice_unequal: ({got}) vs ({ref_choice})"))
+    rb, ab = read_bool(reference), read_bool(predicted)
+    if rb is not None and ab is not None:
+        return (PASSED, f"bool_equal: {rb}") if rb == ab else (FAILED, f"bool_unequal: {ab} vs {rb}")
+    listed = _compare_lists(predicted, reference)
+    if listed is not None:
+        return listed
     r = read_plain_value(reference)
     if r is not None:
         a = read_plain_value(predicted)
@@ -517,6 +529,8 @@ def fast_verdict(predicted: str, reference: str) -> tuple[str, str] | None:
             if got is not None:
                 same, detail = got
                 return (PASSED if same else FAILED), detail
+    if ref_choice is None and re.fullmatch(r"\s*\(?[a-j]\)?\s*", reference) and read_plain_value(predicted):
+        ref_choice = reference.strip().strip("()").upper()  # "b" against a number: a choice, not a variable
     if ref_choice is not None:
         # "42" for reference (B) may be option B's value: only a judge that sees the options can tell
         return FAILED, f"text_unequal: the reference is choice ({ref_choice}), the answer is not a choice letter"
@@ -526,6 +540,52 @@ def fast_verdict(predicted: str, reference: str) -> tuple[str, str] | None:
         if ak is not None:
             return (PASSED, f"text_equal: {rk!r}") if ak == rk else (FAILED, f"text_unequal: {ak!r} vs {rk!r}")
     return None
+
+
+_BOOLS = {"true": True, "yes": True, "correct": True, "false": False, "no": False, "incorrect": False}
+
+
+def read_bool(text: str) -> bool | None:
+    """True / False / Yes / No (TheoremQA's references are booleans; teachers answer either word)."""
+    s = clean_value_text(text)
+    s = re.sub(r"^\\(?:text|textbf|mathrm)\s*\{(.*)\}$", r"\1", s).strip().strip("*.").strip().lower()
+    return _BOOLS.get(s)
+
+
+_LIST_ITEM_SPLIT = re.compile(r",(?![^()\[\]{}]*[)\]}])")
+
+
+def _items(text: str) -> list[str] | None:
+    """The items of a flat list answer: "[4, 10]", "4, 10", "\\{4, 10\\}" -> ["4", "10"] (None: not a list)."""
+    s = clean_value_text(text).strip()
+    if s[:1] == "[" and s[-1:] == "]":
+        s = s[1:-1]
+    elif s.startswith(("(", "\\{", "\\left")):
+        return None  # a point or a set: math-verify knows those
+    parts = [p.strip() for p in _LIST_ITEM_SPLIT.split(s)]
+    return parts if len(parts) >= 2 and all(parts) else None
+
+
+def _compare_lists(predicted: str, reference: str) -> tuple[str, str] | None:
+    """A list reference written Python-style ("[4, 10]", TheoremQA) against "4, 10" or "[4, 10]": item by
+    item, in order, when every item is a plain value; None when either side is not such a list."""
+    if "[" not in reference:
+        return None
+    r, a = _items(reference), _items(predicted)
+    if r is None or a is None:
+        return None
+    rv, av = [read_plain_value(x) for x in r], [read_plain_value(x) for x in a]
+    if any(v is None for v in rv + av):
+        return None
+    if len(rv) != len(av):
+        return FAILED, f"list_unequal: {len(av)} items vs {len(rv)}"
+    for i, (x, y) in enumerate(zip(av, rv)):
+        got = compare_plain(x, y)
+        if got is None:
+            return None
+        if not got[0]:
+            return FAILED, f"list_unequal: item {i + 1}: {got[1]}"
+    return PASSED, f"list_equal: {len(rv)} items"
 
 
 # single words that are math, not text: left to math-verify ("pi", "e", "infinity")
