@@ -159,12 +159,12 @@ def teacher(base_url: str, n: int, c: int, transport: str, timeout_s: float = 60
             store: bool = True, commit_every_s: float = 0.1) -> dict:
     """factory's OpenAITeacher, every response written to a DuckDB Store as the build does."""
     from factory import store as store_mod
-    from factory.config import TeacherConfig
+    from factory.config import teacher_config
     from factory.records import Request
     from factory.teachers.openai import OpenAITeacher
 
-    cfg = TeacherConfig(name="bench", backend="openai", model=MODEL, base_url=base_url, api_key_env=None,
-                        max_concurrency=c, timeout_s=timeout_s, max_retries=max_retries)
+    cfg = teacher_config(name="bench", backend="openai", model=MODEL, base_url=base_url, api_key_env=None,
+                         max_concurrency=c, timeout_s=timeout_s, max_retries=max_retries)
     params = {"temperature": 0.7, "top_p": 0.95, "max_tokens": MAX_TOKENS, "logprobs": 0}
     requests = (Request(f"seed{i}", "bench", MODEL, "bench", ({"role": "user", "content": prompt(i)},), params)
                 for i in range(n))

@@ -86,10 +86,10 @@ def _requests(prompts, args):
 def _run_local(name: str, prompts, args, batch_size: int) -> Result:
     import torch
 
-    from factory.config import TeacherConfig
+    from factory.config import teacher_config
     from factory.teachers.local import LocalTeacher
 
-    teacher = LocalTeacher(TeacherConfig(name="bench", backend="local", batch_size=batch_size))
+    teacher = LocalTeacher(teacher_config(name="bench", backend="local", batch_size=batch_size))
     teacher._load()  # model load is not generation time
     torch.manual_seed(0)
     started, cpu = time.perf_counter(), time.process_time()

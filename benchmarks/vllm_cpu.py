@@ -49,14 +49,14 @@ def tree_cpu_seconds() -> float:
 
 
 def run(prompts: list[list[dict[str, str]]], max_tokens: int, logprobs: int, compile_: bool) -> dict:
-    from factory.config import TeacherConfig
+    from factory.config import teacher_config
     from factory.records import Request
     from factory.teachers.vllm import VLLMTeacher
 
     engine_args: dict = {"seed": 0, "kv_cache_memory_bytes": 1 << 30}
     if compile_:
         engine_args["enforce_eager"] = False  # the teacher's CPU default is eager
-    teacher = VLLMTeacher(TeacherConfig(name="bench", backend="vllm", engine_args=engine_args, chunk_size=4096))
+    teacher = VLLMTeacher(teacher_config(name="bench", backend="vllm", engine_args=engine_args, chunk_size=4096))
     params = {"temperature": 0.7, "top_p": 0.95, "max_tokens": max_tokens, "logprobs": logprobs}
     reqs = [
         Request(seed_id=str(i), teacher="bench", model="embedded", template="gsm8k", messages=tuple(m), params=params)

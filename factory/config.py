@@ -10,14 +10,14 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError,
+                      field_serializer, field_validator, model_validator)
+from pydantic_core import PydanticCustomError
 
-
-class ConfigError(ValueError):
-    """A one-line, user-facing configuration error."""
+from factory.errors import ConfigError  # noqa: F401 - raised here; importable from this module too
 
 
 class Strict(BaseModel):
@@ -26,8 +26,8 @@ class Strict(BaseModel):
 
 class SourceConfig(Strict):
     name: str
-    path: str  # a JSONL / JSON / Parquet file, or an HF dataset (local folder or Hub name) with format: hf
-    format: Literal["jsonl", "json", "parquet", "hf"] | None = None  # None: from the file extension
+    path: str  # a JSONL / JSON / Parquet / CSV file, or an HF dataset (local folder or Hub name) with format: hf
+    format: Literal["jsonl", "json", "parquet", "csv", "hf"] | None = None  # None: from the file extension
     preset: Literal["gsm8k", "math500", "humaneval"] | None = None  # a shipped field mapping
     # record field -> a source column, or a jinja expression over the row ("{{ Body }} {{ Question }}",
     # `row["Question Text"]` for column names that are not identifiers)
@@ -66,11 +66,32 @@ class SourceConfig(Strict):
         return self
 
 
-class TeacherConfig(Strict):
+# -- teachers: one model per backend, chosen by `backend` ----------------------------------------
+# Each backend's model holds only the settings that backend reads, so a setting meant for another
+# one (`rpm` on a local teacher) is an error naming it instead of being ignored.
+
+
+class TeacherBase(Strict):
+    """What every backend has: the build reads name, model and generate of any teacher."""
+
     name: str
-    backend: Literal["local", "openai", "vllm"] = "local"
+    backend: Literal["local", "openai", "vllm"]
     model: str = "embedded"  # local/vllm: "embedded", a folder or a Hub name; openai: the API's model name
-    # openai-compatible endpoints
+    generate: bool = True  # false: a judge or student only, asked for no traces of its own
+
+
+class LocalTeacherConfig(TeacherBase):
+    """`local`: transformers in-process (teachers/local.py)."""
+
+    backend: Literal["local"] = "local"
+    batch_size: int = Field(default=32, ge=1)
+    device: str = "cpu"
+
+
+class OpenAITeacherConfig(TeacherBase):
+    """`openai`: any OpenAI-compatible endpoint (teachers/openai.py)."""
+
+    backend: Literal["openai"] = "openai"
     base_url: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
     max_concurrency: int = Field(default=64, ge=1)
@@ -78,24 +99,68 @@ class TeacherConfig(Strict):
     tpm: int | None = Field(default=None, ge=1)  # tokens per minute (prompt + completion)
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
-    generate: bool = True  # false: a judge or student only, asked for no traces of its own
     use_n: bool = True  # ask for all samples of one prompt in one call (n=k) where the server honours it
     extra_body: dict[str, Any] = Field(default_factory=dict)
-    # local (transformers) and vllm
-    batch_size: int = Field(default=32, ge=1)
-    device: str = "cpu"
-    engine_args: dict[str, Any] = Field(default_factory=dict)  # vllm.LLM(**engine_args)
-    chunk_size: int = Field(default=1024, ge=1)  # vllm: requests per generate() call
-    # cost accounting (USD per million tokens)
+    # cost accounting (USD per million tokens): only this backend reports token costs
     price_in_per_mtok: float | None = None
     price_out_per_mtok: float | None = None
 
 
-class GenerationConfig(Strict):
-    samples_per_seed: int = Field(default=2, ge=1)
+class VLLMTeacherConfig(TeacherBase):
+    """`vllm`: the offline vllm.LLM engine (teachers/vllm.py)."""
+
+    backend: Literal["vllm"] = "vllm"
+    engine_args: dict[str, Any] = Field(default_factory=dict)  # vllm.LLM(**engine_args)
+    chunk_size: int = Field(default=1024, ge=1)  # requests per generate() call
+
+
+TEACHER_BACKENDS: dict[str, type[TeacherBase]] = {
+    "local": LocalTeacherConfig, "openai": OpenAITeacherConfig, "vllm": VLLMTeacherConfig}
+
+
+def _backend_of(value: Any) -> str:
+    """The union member a teacher validates as: its `backend`, "local" when absent."""
+    backend = value.get("backend", "local") if isinstance(value, dict) else getattr(value, "backend", "local")
+    return backend if isinstance(backend, str) else repr(backend)  # a non-text backend is an unknown one
+
+
+TeacherConfig = Annotated[
+    Union[Annotated[LocalTeacherConfig, Tag("local")], Annotated[OpenAITeacherConfig, Tag("openai")],
+          Annotated[VLLMTeacherConfig, Tag("vllm")]],
+    Discriminator(_backend_of, custom_error_type="unknown_backend", custom_error_message="unknown backend"),
+]
+
+# config_hash hashes each teacher with every key of the single flat model that teachers had before
+# they were split by backend (at its defaults where this backend has no such key): a config written
+# then keeps its hash, and so its dataset version. Frozen on purpose: never add to it.
+FLAT_TEACHER_DEFAULTS: dict[str, Any] = {
+    "base_url": None, "api_key_env": "OPENAI_API_KEY", "max_concurrency": 64, "rpm": None, "tpm": None,
+    "timeout_s": 120.0, "max_retries": 6, "use_n": True, "extra_body": {}, "batch_size": 32, "device": "cpu",
+    "engine_args": {}, "chunk_size": 1024, "price_in_per_mtok": None, "price_out_per_mtok": None}
+
+
+def teacher_config(**fields: Any) -> TeacherConfig:
+    """A validated teacher config from keyword settings (the member is chosen by `backend`, default
+    local); raises ConfigError with one line naming the bad setting."""
+    try:
+        return _TEACHER_ADAPTER.validate_python(fields)
+    except ValidationError as e:
+        raise ConfigError(_first_error(e, f"teacher {fields.get('name', '?')!r}")) from None
+
+
+_TEACHER_ADAPTER: TypeAdapter = TypeAdapter(TeacherConfig)
+
+
+class SamplingConfig(Strict):
+    """Sampling settings, shared by the build (`generation:`) and eval (`eval.generation:`)."""
+
     temperature: float = Field(default=0.7, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=512, ge=1)
+
+
+class GenerationConfig(SamplingConfig):
+    samples_per_seed: int = Field(default=2, ge=1)
     logprobs: int = Field(default=0, ge=0, le=20)  # keep the top-k logprobs per token (0: off)
 
     def params(self) -> dict[str, Any]:
@@ -218,6 +283,21 @@ class TrainConfig(Strict):
     extra: dict[str, Any] = Field(default_factory=dict)  # passed verbatim to the TRL config
 
 
+# eval's teacher gets its model from `factory eval -m` and its name from eval; it writes no traces and
+# reports no cost, so these settings are not read there
+EVAL_TEACHER_UNREAD = ("name", "model", "generate", "price_in_per_mtok", "price_out_per_mtok")
+# keys eval had before it nested `teacher` and `generation`: named in the error, with their new place
+EVAL_MOVED_KEYS = {**{k: f"generation.{k}" for k in ("temperature", "top_p", "max_tokens")},
+                   **{k: f"teacher.{k}" for k in ("backend", "base_url", "api_key_env", "batch_size",
+                                                  "max_concurrency", "device")}}
+
+
+class EvalSamplingConfig(SamplingConfig):
+    """The build's sampling settings, greedy unless set: eval scores the model's most likely answer."""
+
+    temperature: float = Field(default=0.0, ge=0)
+
+
 class EvalConfig(Strict):
     """`factory eval`: pass@1 / pass@k on a benchmark set with the filter stage's verifiers."""
 
@@ -225,17 +305,37 @@ class EvalConfig(Strict):
     path: str | None = None  # default: filter.benchmarks[benchmark]
     limit: int | None = Field(default=50, ge=1)
     samples: int = Field(default=1, ge=1)  # k in pass@k (pass@1 is averaged over the k samples)
-    temperature: float = Field(default=0.0, ge=0)  # 0: greedy (then samples should be 1)
-    top_p: float = Field(default=0.95, gt=0, le=1)
-    max_tokens: int = Field(default=512, ge=1)
+    # the build's sampling settings; temperature 0 is greedy (then samples should be 1)
+    generation: EvalSamplingConfig = Field(default_factory=EvalSamplingConfig)
     template: str | None = None  # default: math_cot.jinja / code_cot.jinja by domain
-    backend: Literal["local", "openai", "vllm"] = "local"
-    base_url: str | None = None
-    api_key_env: str | None = "OPENAI_API_KEY"
-    batch_size: int = Field(default=32, ge=1)
-    max_concurrency: int = Field(default=64, ge=1)
-    device: str = "cpu"
+    # a teacher as in `teachers:` (any backend) without name and model: the model is `factory eval -m`
+    teacher: TeacherConfig = Field(default_factory=lambda: LocalTeacherConfig(name="eval"))
     output_dir: str = "eval"  # relative to workdir
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        for key in data if isinstance(data, dict) else ():
+            if key in EVAL_MOVED_KEYS:
+                raise PydanticCustomError("moved_key", "now eval.{new}", {"key": key, "new": EVAL_MOVED_KEYS[key]})
+        return data
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def _eval_teacher(cls, teacher: Any) -> Any:
+        if not isinstance(teacher, dict):
+            return teacher
+        for key in EVAL_TEACHER_UNREAD:
+            if key in teacher:
+                why = "the model comes from `factory eval -m` (default: train.model)" if key == "model" else \
+                    "not a setting of eval's teacher"
+                raise PydanticCustomError("not_read", why, {"key": key})
+        return {**teacher, "name": "eval"}
+
+    @field_serializer("teacher")
+    def _dump_teacher(self, teacher: TeacherBase, info: Any) -> dict[str, Any]:
+        # without the settings eval refuses, so a dumped config (train.yaml) loads again
+        return {k: v for k, v in teacher.model_dump(mode=info.mode).items() if k not in EVAL_TEACHER_UNREAD}
 
 
 class PublishConfig(Strict):
@@ -266,7 +366,7 @@ class Config(Strict):
     workdir: str = ".factory"  # relative to the config file's folder
     prompts_dir: str = "prompts"
     sources: list[SourceConfig]
-    teachers: list[TeacherConfig] = Field(default_factory=lambda: [TeacherConfig(name="smollm2")])
+    teachers: list[TeacherConfig] = Field(default_factory=lambda: [LocalTeacherConfig(name="smollm2")])
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
@@ -312,6 +412,7 @@ class Config(Strict):
         """Hash of what shapes the corpus: training, eval, publishing and refresh settings are left out,
         so changing them never makes a new dataset version."""
         data = {k: v for k, v in self.resolved().items() if k not in ("train", "eval", "publish", "refresh")}
+        data["teachers"] = [FLAT_TEACHER_DEFAULTS | t for t in data["teachers"]]  # see FLAT_TEACHER_DEFAULTS
         data["build"].pop("progress_interval_s", None)  # how often progress is logged shapes nothing
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -328,21 +429,54 @@ def shipped_root() -> Path | None:
     return None
 
 
+def project_file(cfg: Config, path: str) -> Path:
+    """A file the config names (a benchmark set): relative to the project, else the copy that ships with factory."""
+    p = cfg.path(path)
+    if not p.exists() and shipped_root() and (shipped_root() / path).exists():
+        p = shipped_root() / path
+    return p
+
+
+def _unwrap(node: Any) -> Any:
+    """A type without its Annotated metadata and without `| None` (when one type is left)."""
+    import types
+    import typing
+
+    while True:
+        origin, args = typing.get_origin(node), typing.get_args(node)
+        if origin is typing.Annotated:
+            node = args[0]
+        elif origin in (typing.Union, types.UnionType) and len([a for a in args if a is not type(None)]) == 1:
+            node = next(a for a in args if a is not type(None))
+        else:
+            return node
+
+
+def _is_model(node: Any) -> bool:
+    return isinstance(node, type) and issubclass(node, BaseModel)
+
+
 def _field_annotation(parts: list[str]) -> Any:
-    """The type annotation of the config field at a `--set` path (None when the path is unknown)."""
+    """The type annotation of the config field at a `--set` path (None when the path is unknown).
+    Through a union of models (a teacher of any backend) the field is the one of a member that has it:
+    a name means the same type in every member that has it."""
+    import types
     import typing
 
     node: Any = Config
     for part in parts:
-        origin = typing.get_origin(node)
-        args = [a for a in typing.get_args(node) if a is not type(None)]
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
-            node, origin, args = args[0], typing.get_origin(args[0]), typing.get_args(args[0])
-        if isinstance(node, type) and issubclass(node, BaseModel):
+        node = _unwrap(node)
+        origin, args = typing.get_origin(node), typing.get_args(node)
+        if _is_model(node):
             field = node.model_fields.get(part)
             if field is None:
                 return None
             node = field.annotation
+        elif origin in (typing.Union, types.UnionType):
+            members = [m for m in map(_unwrap, args) if _is_model(m) and part in m.model_fields]
+            if not members:
+                return None
+            node = members[0].model_fields[part].annotation
         elif origin is list and part.isdigit():
             node = args[0] if args else None
         elif origin is dict:
@@ -399,11 +533,45 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
                     raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
 
 
+def _teacher_tag_at(loc: tuple) -> int | None:
+    """Where pydantic put the backend tag in a teacher's error path (teachers.0.local.rpm), if it did."""
+    for i, part in enumerate(loc):
+        under_teacher = i == 0 or loc[i - 1] == "teacher" or (i >= 2 and isinstance(loc[i - 1], int)
+                                                               and loc[i - 2] == "teachers")
+        if isinstance(part, str) and part in TEACHER_BACKENDS and under_teacher:
+            return i
+    return None
+
+
+def _not_a_setting(backend: str, key: Any, in_eval: bool) -> str:
+    """Why a teacher key is refused: the backend's own settings, and which backends have this one."""
+    has = [f for f in TEACHER_BACKENDS[backend].model_fields
+           if f != "backend" and not (in_eval and f in EVAL_TEACHER_UNREAD)]
+    owners = [b for b, model in TEACHER_BACKENDS.items() if key in model.model_fields]
+    where = f"; {key} is a setting of {' and '.join(owners)}" if owners else ""
+    return f"not a setting of the {backend} backend (it has: {', '.join(has)}{where})"
+
+
 def _first_error(err: ValidationError, origin: str) -> str:
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    raw = tuple(e["loc"])
+    tag = _teacher_tag_at(raw)
+    parts = raw if tag is None else raw[:tag] + raw[tag + 1:]  # the path as the user wrote it
+    loc = ".".join(str(p) for p in parts) or "(top level)"
+    ctx = e.get("ctx") or {}
+
+    def at(key: Any) -> str:
+        return ".".join(str(p) for p in parts + (key,))
+
     if e["type"] == "extra_forbidden":
+        if tag is not None:
+            return f"{origin}: {loc}: {_not_a_setting(raw[tag], parts[-1], tag > 0 and raw[tag - 1] == 'teacher')}"
         return f"{origin}: unknown key '{loc}'"
+    if e["type"] == "unknown_backend":
+        got = e["input"].get("backend") if isinstance(e["input"], dict) else e["input"]
+        return f"{origin}: {at('backend')}: unknown backend {got!r} (choose {', '.join(TEACHER_BACKENDS)})"
+    if e["type"] in ("moved_key", "not_read"):
+        return f"{origin}: {at(ctx['key'])}: {e['msg']}"
     if e["type"] == "missing":
         return f"{origin}: missing required key '{loc}'"
     return f"{origin}: {loc}: {e['msg']} (got {e.get('input')!r})"

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from factory.config import TeacherConfig
+from factory.config import teacher_config
 from factory.records import Request
 from factory.teachers import local as local_mod
 from factory.teachers import make_teacher
@@ -59,7 +59,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def teacher(embedded_model):
-    t = make_teacher(TeacherConfig(name="local", backend="local", batch_size=4))
+    t = make_teacher(teacher_config(name="local", backend="local", batch_size=4))
     assert isinstance(t, LocalTeacher)
     yield t
     t.close()
@@ -181,7 +181,7 @@ def test_errors_become_error_responses_and_the_run_goes_on(teacher, monkeypatch)
 def test_the_generic_attention_path_gives_the_same_text(teacher, monkeypatch):
     """Architectures outside PLAIN_ATTENTION use transformers' own sdpa and masks."""
     monkeypatch.setattr(local_mod, "PLAIN_ATTENTION", set())
-    generic = LocalTeacher(TeacherConfig(name="local", batch_size=2))
+    generic = LocalTeacher(teacher_config(name="local", batch_size=2))
     reqs = make_requests(QUESTIONS, temperature=0, max_tokens=6)
     a = by_id(generic.generate(reqs))
     assert not generic.plain and teacher.plain
@@ -189,12 +189,13 @@ def test_the_generic_attention_path_gives_the_same_text(teacher, monkeypatch):
     assert {k: r.text for k, r in a.items()} == {k: r.text for k, r in b.items()}
 
 
-def test_a_model_that_cannot_load_answers_every_request_with_an_error(tmp_path):
-    t = LocalTeacher(TeacherConfig(name="local", model=str(tmp_path / "missing")))
-    reqs = make_requests(QUESTIONS[:2])
-    out = list(t.generate(reqs))
-    assert [r.request_id for r in out] == [r.request_id for r in reqs]
-    assert all(r.error.startswith("load_failed:") for r in out)
+def test_a_model_folder_that_is_not_there_is_one_line_before_any_request(tmp_path):
+    from factory.errors import FactoryError
+
+    t = LocalTeacher(teacher_config(name="local", model=str(tmp_path / "missing")))
+    with pytest.raises(FactoryError, match="model folder .*missing does not exist"):
+        list(t.generate(make_requests(QUESTIONS[:2])))
+
 
 
 def test_thread_tuner_keeps_the_faster_count_and_rechecks():

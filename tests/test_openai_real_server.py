@@ -20,7 +20,7 @@ import urllib.request
 
 import pytest
 
-from factory.config import TeacherConfig
+from factory.config import teacher_config
 from factory.records import Request
 
 pytestmark = pytest.mark.slow
@@ -118,7 +118,7 @@ def test_server_answers_a_plain_chat_completion(server):
 
 def test_openai_teacher_against_transformers_serve(server):
     openai_teacher = pytest.importorskip("factory.teachers.openai")
-    cfg = TeacherConfig(
+    cfg = teacher_config(
         name="served",
         backend="openai",
         model=server["model"],  # transformers serve is pinned to this model name

@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from fake_openai import FakeOpenAI, answer_text, messages_hash
-from factory.config import ConfigError, TeacherConfig
+from factory.config import ConfigError, teacher_config
 from factory.records import Request
 from factory.teachers import make_teacher
 from factory.teachers.openai import OpenAITeacher, _request_id, resolve_api_key
@@ -37,7 +37,7 @@ def teacher(srv: FakeOpenAI, **cfg) -> OpenAITeacher:
     opts = {k: cfg.pop(k) for k in ("limit_period_s", "max_pending") if k in cfg}
     base = dict(name="t", backend="openai", model="fake", base_url=srv.base_url, api_key_env="FACTORY_TEST_KEY",
                 max_concurrency=16, timeout_s=5.0)
-    return OpenAITeacher(TeacherConfig(**(base | cfg)), backoff_base_s=backoff, **opts)
+    return OpenAITeacher(teacher_config(**(base | cfg)), backoff_base_s=backoff, **opts)
 
 
 def requests(n_prompts: int, k: int = 1, params: dict | None = None, prefix: str = "q", text=None):
@@ -226,8 +226,8 @@ def test_api_key_never_appears_in_responses_or_logs(server, monkeypatch, caplog)
 
 def test_api_key_resolution(monkeypatch):
     monkeypatch.delenv("FACTORY_TEST_NO_KEY", raising=False)
-    remote = TeacherConfig(name="api", backend="openai", model="m", base_url="https://api.example.com/v1",
-                           api_key_env="FACTORY_TEST_NO_KEY")
+    remote = teacher_config(name="api", backend="openai", model="m", base_url="https://api.example.com/v1",
+                            api_key_env="FACTORY_TEST_NO_KEY")
     with pytest.raises(ConfigError, match="FACTORY_TEST_NO_KEY is not set") as e:
         list(OpenAITeacher(remote).generate(requests(1)))
     assert "\n" not in str(e.value)
@@ -267,7 +267,7 @@ def test_errors_in_the_input_reach_the_caller(server):
 
 def test_make_teacher_builds_it(server):
     srv = server()
-    cfg = TeacherConfig(name="t", backend="openai", model="fake", base_url=srv.base_url)
+    cfg = teacher_config(name="t", backend="openai", model="fake", base_url=srv.base_url)
     t = make_teacher(cfg)
     assert isinstance(t, OpenAITeacher) and t.name == "t" and t.model == "fake"
     assert [r.ok for r in t.generate(requests(2))] == [True, True]
@@ -280,8 +280,8 @@ def test_a_refused_connection_is_not_reported_as_a_timeout():
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = TeacherConfig(name="t", backend="openai", base_url=f"http://127.0.0.1:{port}/v1", model="m",
-                        api_key_env="FACTORY_TEST_KEY", max_retries=1)
+    cfg = teacher_config(name="t", backend="openai", base_url=f"http://127.0.0.1:{port}/v1", model="m",
+                         api_key_env="FACTORY_TEST_KEY", max_retries=1)
     t = OpenAITeacher(cfg, backoff_base_s=0.0)
     try:
         got = list(t.generate(iter(requests(2))))

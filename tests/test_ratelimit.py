@@ -9,7 +9,7 @@ from email.utils import formatdate
 import pytest
 
 from fake_openai import FakeOpenAIProcess
-from factory.config import TeacherConfig
+from factory.config import teacher_config
 from factory.records import Request
 from factory.teachers.openai import OpenAITeacher
 from factory.teachers.ratelimit import RateLimiter, SlidingWindowLog, exhausted_for_s, parse_duration, retry_after_s
@@ -60,8 +60,8 @@ def srv():
 def test_rpm_never_exceeded_in_any_window_on_the_server(srv):
     srv.reset()
     limit, period, n = 20, 1.0, 100
-    cfg = TeacherConfig(name="t", backend="openai", model="fake", base_url=srv.base_url, rpm=limit,
-                        max_concurrency=50)
+    cfg = teacher_config(name="t", backend="openai", model="fake", base_url=srv.base_url, rpm=limit,
+                         max_concurrency=50)
     got = list(OpenAITeacher(cfg, limit_period_s=period, limit_margin_s=MARGIN).generate(make_requests(n)))
     assert len(got) == n and all(r.ok for r in got)
     starts = [rec[0] for rec in srv.records()]
@@ -75,8 +75,8 @@ def test_rpm_never_exceeded_in_any_window_on_the_server(srv):
 def test_rpm_counts_retries_too(srv):
     srv.configure(fault_rate=0.4, faults=["500"], retry_after="0", seed=3)
     limit, period = 10, 0.5
-    cfg = TeacherConfig(name="t", backend="openai", model="fake", base_url=srv.base_url, rpm=limit,
-                        max_concurrency=20, max_retries=10)
+    cfg = teacher_config(name="t", backend="openai", model="fake", base_url=srv.base_url, rpm=limit,
+                         max_concurrency=20, max_retries=10)
     got = list(OpenAITeacher(cfg, limit_period_s=period, limit_margin_s=MARGIN, backoff_base_s=0.0).generate(make_requests(40)))
     records = srv.records()
     srv.configure(fault_rate=0.0)
@@ -88,8 +88,8 @@ def test_tpm_never_exceeded_in_any_window_on_the_server(srv):
     srv.reset()
     # each call: estimate = len("qNN")/4 + max_tokens = ~20; the server bills ~13 (prompt 1, answer 12)
     limit, period, n = 200, 1.0, 40
-    cfg = TeacherConfig(name="t", backend="openai", model="fake", base_url=srv.base_url, tpm=limit,
-                        max_concurrency=20)
+    cfg = teacher_config(name="t", backend="openai", model="fake", base_url=srv.base_url, tpm=limit,
+                         max_concurrency=20)
     got = list(OpenAITeacher(cfg, limit_period_s=period, limit_margin_s=MARGIN).generate(make_requests(n, max_tokens=20)))
     assert len(got) == n and all(r.ok for r in got)
     billed = [(rec[0], rec[5]) for rec in srv.records()]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from factory.config import TeacherConfig
+from factory.config import teacher_config
 from factory.records import Request
 from factory.teachers import make_teacher
 from factory.teachers.vllm import VLLMTeacher, _logprob_entry, chunks
@@ -88,7 +88,7 @@ class FakeTokenizer:
 
 def test_an_engine_that_cannot_start_answers_every_request_with_an_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError
-    teacher = make_teacher(TeacherConfig(name="vllm", backend="vllm", chunk_size=2))
+    teacher = make_teacher(teacher_config(name="vllm", backend="vllm", chunk_size=2))
     assert isinstance(teacher, VLLMTeacher)
     monkeypatch.setattr(teacher, "_tokenizer", lambda: FakeTokenizer())
     reqs = requests()
@@ -99,7 +99,7 @@ def test_an_engine_that_cannot_start_answers_every_request_with_an_error(monkeyp
 
 
 def test_a_model_that_cannot_load_answers_every_request_with_an_error(tmp_path):
-    teacher = VLLMTeacher(TeacherConfig(name="vllm", backend="vllm", model=str(tmp_path / "no-such-model")))
+    teacher = VLLMTeacher(teacher_config(name="vllm", backend="vllm", model=str(tmp_path / "no-such-model")))
     reqs = requests(samples=1)
     out = list(teacher.generate(reqs))
     assert [r.request_id for r in out] == [r.request_id for r in reqs]
@@ -117,7 +117,7 @@ def teacher():
         embedded_model_path()
     except EmbeddedModelError as e:
         pytest.skip(str(e))
-    cfg = TeacherConfig(
+    cfg = teacher_config(
         name="vllm",
         backend="vllm",
         model="embedded",

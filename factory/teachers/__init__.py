@@ -15,5 +15,6 @@ BACKENDS = {  # backend name -> "module:class"; a dict is enough until a plugin 
 
 
 def make_teacher(cfg: TeacherConfig) -> Teacher:
+    """The backend of `cfg` (a LocalTeacherConfig, OpenAITeacherConfig or VLLMTeacherConfig), built on it."""
     module, cls = BACKENDS[cfg.backend].split(":")
     return getattr(import_module(module), cls)(cfg)

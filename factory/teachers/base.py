@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from itertools import groupby
 from typing import Protocol
 
+from factory.errors import TeacherError  # noqa: F401 - raised here; importable from this module too
 from factory.records import Request, Response
 
 
@@ -28,7 +29,3 @@ def by_prompt(requests: Iterable[Request]) -> Iterator[list[Request]]:
     """Group adjacent requests that share a prompt (the samples of one seed)."""
     for _, group in groupby(requests, key=lambda r: r.prompt_id):
         yield list(group)
-
-
-class TeacherError(RuntimeError):
-    """A teacher cannot start (missing key, model, package): a one-line message for the user."""

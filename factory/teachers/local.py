@@ -35,8 +35,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from factory.config import TeacherConfig
+from factory.config import LocalTeacherConfig
 from factory.embedded import resolve_model
+from factory.errors import FactoryError, TeacherError
 from factory.records import Request, Response
 from factory.teachers.base import by_prompt
 
@@ -138,7 +139,7 @@ class _Row:
 class LocalTeacher:
     """Teacher backend "local": transformers in-process (see the module docstring)."""
 
-    def __init__(self, cfg: TeacherConfig):
+    def __init__(self, cfg: LocalTeacherConfig):
         self.cfg = cfg
         self.name = cfg.name
         self.model = cfg.model
@@ -193,7 +194,12 @@ class LocalTeacher:
     def generate(self, requests: Iterable[Request]) -> Iterator[Response]:
         try:
             self._load()
-        except Exception as e:  # a model that cannot load: every request gets the error
+        except FactoryError:  # a model folder that is not there: one line, nothing to store
+            raise
+        except OSError as e:  # a Hub name offline, a folder without weights: the user must fix the config
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise TeacherError(f"teacher '{self.cfg.name}': cannot load model {self.cfg.model}: {first}") from None
+        except Exception as e:  # a model that loads but cannot run here: every request gets the error
             reason = f"load_failed: {type(e).__name__}: {e}"[:300]
             for r in requests:
                 yield self._error(r, reason)

@@ -41,7 +41,7 @@ from itertools import groupby
 from typing import Any
 from urllib.parse import urlparse
 
-from factory.config import ConfigError, TeacherConfig
+from factory.config import ConfigError, OpenAITeacherConfig
 from factory.records import Request, Response, content_hash
 from factory.teachers.ratelimit import RateLimiter, exhausted_for_s, retry_after_s
 
@@ -76,7 +76,7 @@ def is_local(base_url: str | None) -> bool:
     return host in _LOCAL_HOSTS or host.startswith("127.") or host.endswith(".localhost")
 
 
-def resolve_api_key(cfg: TeacherConfig) -> str:
+def resolve_api_key(cfg: OpenAITeacherConfig) -> str:
     """The key from os.environ[cfg.api_key_env]; "EMPTY" for a local server (or no variable named)."""
     env = cfg.api_key_env
     key = os.environ.get(env) if env else None
@@ -118,7 +118,7 @@ class _Fatal(Exception):
 
 
 class OpenAITeacher:
-    def __init__(self, cfg: TeacherConfig, *, transport: str = "aiohttp", backoff_base_s: float = 0.5,
+    def __init__(self, cfg: OpenAITeacherConfig, *, transport: str = "aiohttp", backoff_base_s: float = 0.5,
                  backoff_max_s: float = 8.0, limit_period_s: float = 60.0, limit_margin_s: float | None = None,
                  max_pending: int | None = None):
         if transport not in ("aiohttp", "httpx"):

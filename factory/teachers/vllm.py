@@ -49,7 +49,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from factory.config import TeacherConfig
+from factory.config import VLLMTeacherConfig
 from factory.embedded import resolve_model
 from factory.records import Request, Response
 from factory.teachers.base import by_prompt
@@ -80,7 +80,7 @@ def chunks(requests: Iterable[Request], size: int) -> Iterator[list[list[Request
 
 
 class VLLMTeacher:
-    def __init__(self, cfg: TeacherConfig):
+    def __init__(self, cfg: VLLMTeacherConfig):
         self.cfg = cfg
         self.name = cfg.name
         self.model = cfg.model
