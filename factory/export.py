@@ -23,6 +23,7 @@ from pathlib import Path
 from factory.config import Config
 from factory.sources import plan_source
 from factory.store import Store
+from factory.versions import TEXT_FIGURES, baseline_version, compare_versions, version_row
 
 
 @dataclass
@@ -74,6 +75,7 @@ def _write(rows: list[dict], folder: Path, shard_rows: int, features=None) -> in
 
     if not rows and features is None:
         return 0
+    datasets.disable_progress_bars()  # "Creating parquet from Arrow format" per shard is noise in a build's log
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(0, max(len(rows), 1), shard_rows):
         shard = rows[i:i + shard_rows]
@@ -90,10 +92,7 @@ def export_dir(cfg: Config, version: int) -> Path:
 
 def export_version(cfg: Config, version: int | None = None) -> ExportResult:
     with Store(cfg.store_path) as store:
-        try:
-            version, info = store.version_row(version, "counts, funnel, diversity, config_hash")
-        except LookupError as e:
-            raise RuntimeError(str(e)) from None
+        version, info = version_row(store, version, "counts, funnel, diversity, config_hash")
         counts, funnel, diversity, config_hash = (json.loads(info[0]), json.loads(info[1]),
                                                   json.loads(info[2]), info[3])
         # a pseudo-label is read from the trace's vote (the `majority` verify check), never from `verified`
@@ -119,10 +118,7 @@ def export_version(cfg: Config, version: int | None = None) -> ExportResult:
             WHERE q.seed_id IN (SELECT seed_id FROM kept WHERE version = ? AND verified)
               AND q.request_id IN (SELECT request_id FROM plan)
             ORDER BY q.seed_id, length(s.text), q.request_id""", [version])
-        from factory.hub import compare_versions, previous_version
-
-        old = previous_version(store, version)
-        changes = compare_versions(store, old, version) if old is not None else None
+        changes = compare_versions(store, baseline_version(store, version), version)
     out = export_dir(cfg, version)
     if out.exists():
         shutil.rmtree(out)
@@ -167,11 +163,12 @@ def export_version(cfg: Config, version: int | None = None) -> ExportResult:
 
 
 def changes_section(changes: dict | None) -> str:
-    """The card's diff against the previous version (factory.hub.compare_versions)."""
-    if changes is None:
+    """The card's diff against its baseline version (factory.versions.compare_versions)."""
+    if changes is None or changes["old"] is None:
         return "## Changes\n\nFirst version.\n"
     old, new = f"v{changes['old']}", f"v{changes['new']}"
-    since = " (the last published version)" if changes["old_published_revision"] else ""
+    since = {"published": " (the last published version)",
+             "passed": " (the last version that passed the refresh gates)"}.get(changes.get("old_accepted"), "")
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{x:.1%}"
@@ -185,6 +182,11 @@ def changes_section(changes: dict | None) -> str:
         if key not in ("kept", "seeds"):
             rel = "" if d["relative"] is None else f" ({d['relative']:+.1%})"
             rows.append(f"| {key} | {d['old']} | {d['new']} | {d['change']:+g}{rel} |")
+    words = changes.get("diversity_gate_words")
+    for key, d in changes.get("diversity_gate", {}).items():  # raw distinct-n falls as a corpus grows: these do not
+        if key in TEXT_FIGURES and words and None not in (d["old"], d["new"]):
+            moved = "-" if d["drop"] is None else f"{d['drop']:+.1%} towards collapse"
+            rows.append(f"| {key}, {words:,} words of each | {d['old']} | {d['new']} | {moved} |")
     return (f"## Changes since {old}{since}\n\n| | {old} | {new} | change |\n| --- | --- | --- | --- |\n"
             + "\n".join(rows) + "\n")
 

@@ -13,24 +13,24 @@ import hashlib
 import json
 import re
 import time
-import zlib
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import jinja2
 import numpy as np
 import pyarrow as pa
 from rich.console import Console
 
-from factory.config import Config, shipped_root
+from factory.checks.verify import check_code, check_math
+from factory.config import Config, project_file, shipped_root
+from factory.errors import FilterError
 from factory.judge import judge_undecided
 from factory.prompts import Prompts
 from factory.store import Store
+from factory.versions import record_version
 
 SIG_DTYPE = np.uint32  # what checks.minhash.minhash_signatures returns
-STAGES = ("parse", "quality", "verify", "dedup", "decontam", "select")
 _WORD = re.compile(r"\w+")
 
 
@@ -124,30 +124,6 @@ def _write_checks_streaming(store: Store, rows: Iterator[dict], every: int) -> i
     return done + len(out)
 
 
-def check_math(items: Iterable[tuple[Hashable, str, str]], cfg: Config) -> Iterator[tuple[Hashable, bool, str, str]]:
-    """(key, final answer, reference) -> (key, passed, reason, detail), as each verdict comes: math-verify
-    in worker processes with hard timeouts. Shared with `factory eval`."""
-    from factory.checks.math import verify_many
-
-    # one pool for the whole stream (a pool starts in ~2-3 s)
-    for key, v in verify_many(items, timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers):
-        yield key, v.status == "passed", "wrong_answer" if v.status == "failed" else v.status, v.detail
-
-
-def check_code(items: Iterable[tuple[Hashable, str, str, str, str | None]],
-               cfg: Config) -> Iterator[tuple[Hashable, bool, str, str]]:
-    """(key, problem, code answer, tests, entry_point) -> (key, passed, reason, detail): the tests run
-    in the sandbox. Shared with `factory eval`."""
-    from factory.checks.code import Limits, run_many
-
-    # the seed's prompt goes first (as HumanEval scores prompt + completion): helpers it defines
-    # stay defined when the answer restates only the function; a full definition replaces the stub
-    runs = ((key, problem + "\n" + answer, tests, entry) for key, problem, answer, tests, entry in items)
-    for key, res in run_many(runs, Limits(wall_s=cfg.filter.sandbox_wall_s), workers=cfg.filter.verify_workers,
-                             allow_weak=cfg.filter.code.allow_weak_sandbox):
-        yield key, res.status == "passed", "tests_" + res.status, (res.reason + "\n" + res.stderr_tail)[-2000:]
-
-
 def _verify_rows(verdicts: Iterator[tuple[Hashable, bool, str, str]]) -> Iterator[dict]:
     for key, passed, reason, detail in verdicts:
         yield {"request_id": key, "check": "verify", "passed": passed, "reason": reason, "detail": detail}
@@ -162,7 +138,8 @@ def verify_math(store: Store, cfg: Config) -> int:
                  AND NOT coalesce(p.truncated, FALSE)
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
     items = ((r["request_id"], r["answer"], r["reference"]) for rows in _batches(store, query) for r in rows)
-    return _write_checks_streaming(store, _verify_rows(check_math(items, cfg)), every=1000)
+    verdicts = check_math(items, timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers)
+    return _write_checks_streaming(store, _verify_rows(verdicts), every=1000)
 
 
 def verify_code(store: Store, cfg: Config) -> int:
@@ -173,7 +150,9 @@ def verify_code(store: Store, cfg: Config) -> int:
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
     items = ((r["request_id"], r["problem"], r["answer"], r["tests"], r["entry_point"])
              for rows in _batches(store, query) for r in rows)
-    return _write_checks_streaming(store, _verify_rows(check_code(items, cfg)), every=100)
+    verdicts = check_code(items, wall_s=cfg.filter.sandbox_wall_s, workers=cfg.filter.verify_workers,
+                          allow_weak=cfg.filter.code.allow_weak_sandbox)
+    return _write_checks_streaming(store, _verify_rows(verdicts), every=100)
 
 
 def majority_vote(store: Store, cfg: Config) -> int:
@@ -296,21 +275,13 @@ def near_duplicates(store: Store, cfg: Config) -> dict[str, int]:
     return stats
 
 
-def benchmark_file(cfg: Config, path: str) -> Path:
-    """A benchmark set's file: relative to the project, else the copy that ships with factory."""
-    p = cfg.path(path)
-    if not p.exists() and shipped_root() and (shipped_root() / path).exists():
-        p = shipped_root() / path
-    return p
-
-
 def load_benchmarks(cfg: Config) -> dict[str, list[tuple[str, str]]]:
     """Benchmark items (id, text) for decontamination: question / problem / prompt of each row."""
     out = {}
     for name, path in cfg.filter.benchmarks.items():
-        p = benchmark_file(cfg, path)
+        p = project_file(cfg, path)
         if not p.exists():
-            raise FileNotFoundError(f"filter.benchmarks.{name}: {p}: no such file")
+            raise FilterError(f"filter.benchmarks.{name}: {p}: no such file")
         opener = gzip.open if p.suffix == ".gz" else open
         items = []
         with opener(p, "rt", encoding="utf-8") as fh:
@@ -352,32 +323,6 @@ def decontaminate(store: Store, cfg: Config) -> int:
 
 # -- diversity ---------------------------------------------------------------------------------
 
-# the way each diversity figure moves as a corpus collapses: True = higher is more diverse
-MORE_DIVERSE_WHEN_HIGHER = {"distinct_1": True, "distinct_2": True, "distinct_3": True, "answer_spread": True,
-                            "unique_trace_share": True, "compression_ratio": False}
-
-
-def collapse_drop(name: str, old, new) -> float | None:
-    """How far a diversity figure moved towards collapse, relative to `old` (negative: away from it);
-    None for a figure without such a direction, or without two values to compare (old > 0)."""
-    higher = MORE_DIVERSE_WHEN_HIGHER.get(name)
-    if higher is None or not isinstance(old, (int, float)) or not isinstance(new, (int, float)) or old <= 0:
-        return None
-    return ((old - new) if higher else (new - old)) / old
-
-
-def text_diversity(texts: list[str]) -> dict[str, float]:
-    """distinct-1/2/3 (unique n-grams / all n-grams) and the compression ratio (raw / zlib) of the corpus."""
-    tokens = [_WORD.findall(t.lower()) for t in texts]
-    out = {}
-    for n in (1, 2, 3):
-        grams = [tuple(ws[i:i + n]) for ws in tokens for i in range(len(ws) - n + 1)]
-        out[f"distinct_{n}"] = round(len(set(grams)) / len(grams), 4) if grams else 0.0
-    raw = "\n".join(texts).encode()
-    out["compression_ratio"] = round(len(raw) / len(zlib.compress(raw, 6)), 4) if raw else 0.0
-    return out
-
-
 def _diverse_rank(store: Store, cfg: Config) -> None:
     """Per seed, a greedy order: each next trace is the one least similar to those before it."""
     from factory.checks.minhash import estimated_jaccard
@@ -412,7 +357,7 @@ def run_filter(cfg: Config, console: Console | None = None, judges: dict | None 
     env = _sql_env(cfg)
     with Store(cfg.store_path) as store:
         if not store.sql("SELECT 1 FROM information_schema.tables WHERE table_name = 'plan'"):
-            raise RuntimeError(f"{cfg.store_path}: no build plan yet (run `factory build dataset` first)")
+            raise FilterError(f"{cfg.store_path}: no build plan yet (run `factory build dataset` first)")
         checks = Counter()
         with console.status("filter: parsing") as status:
             checks["parsed"] = parse_new(store)
@@ -446,39 +391,13 @@ def run_filter(cfg: Config, console: Console | None = None, judges: dict | None 
 
 
 def _record_version(store: Store, cfg: Config, env: jinja2.Environment, near: dict) -> FilterSummary:
-    candidates = store.scalar("SELECT count(*) FROM traces")
-    funnel: dict[str, dict[str, int]] = {s: {} for s in STAGES}
-    for stage, reason, n in store.sql("SELECT stage, reason, count(*) FROM rejects GROUP BY ALL ORDER BY 1, 3 DESC"):
-        funnel.setdefault(stage, {})[reason] = n
+    """The decision as a version (factory.versions): the SQL-answered figures from filters/diversity.sql,
+    then the near-duplicate cluster counts of this run."""
     row = _run_sql(store, env, "diversity.sql")[0]
     names = ("kept", "seeds", "mean_reasoning_words", "std_reasoning_words", "reasoning_words_p10_p50_p90",
              "distinct_answers_per_seed", "answer_spread", "per_source", "per_teacher")
-    diversity = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in zip(names, row)}
-    diversity = json.loads(json.dumps(diversity, default=lambda o: dict(o) if hasattr(o, "items") else str(o)))
-    texts = [r[0] for r in store.sql("SELECT coalesce(reasoning, text) FROM traces JOIN selected USING (request_id)")]
-    diversity.update(text_diversity(texts))
-    diversity["near_dup_clusters"] = near.get("trace_near_clusters", 0)
-    diversity["near_dup_problem_clusters"] = near.get("seed_near_clusters", 0)
-    kept_ids = [r[0] for r in store.sql("SELECT request_id FROM selected ORDER BY request_id")]
-    kept_hash = hashlib.sha256("\n".join(kept_ids).encode()).hexdigest()[:16]
-    last = store.sql("SELECT version, kept_hash, config_hash FROM versions ORDER BY version DESC LIMIT 1")
-    counts = {"candidates": candidates, "kept": len(kept_ids), "seeds": diversity["seeds"],
-              "verified": store.scalar("SELECT count(*) FROM selected WHERE verified")}
-    if last and last[0][1] == kept_hash and last[0][2] == cfg.config_hash():
-        version, new = last[0][0], False  # same corpus, same config: no new version
-    else:
-        version, new = (last[0][0] + 1 if last else 1), True
-        store.sql("INSERT INTO versions (version, config_hash, kept_hash, counts, funnel, diversity) VALUES (?, ?, ?, ?, ?, ?)",
-                  [version, cfg.config_hash(), kept_hash, json.dumps(counts), json.dumps(funnel), json.dumps(diversity)])
-        store.sql("INSERT INTO kept SELECT ?, request_id, seed_id, verified FROM selected", [version])
-        store.sql("INSERT INTO funnel SELECT ?, request_id, stage, reason FROM rejects", [version])
-    return FilterSummary(version=version, new_version=new, candidates=candidates, kept=len(kept_ids),
-                         funnel=funnel, diversity=diversity)
-
-
-def print_filter_summary(summary: FilterSummary, console: Console) -> None:
-    from factory.report import diversity_line, funnel_table
-
-    console.print(funnel_table(summary.version, summary.candidates, summary.kept, summary.funnel,
-                               note="" if summary.new_version else "unchanged"))
-    console.print(diversity_line(summary.diversity), highlight=False)
+    clusters = {"near_dup_clusters": near.get("trace_near_clusters", 0),
+                "near_dup_problem_clusters": near.get("seed_near_clusters", 0)}
+    v = record_version(store, cfg.config_hash(), dict(zip(names, row)), clusters)
+    return FilterSummary(version=v.version, new_version=v.new, candidates=v.counts["candidates"],
+                         kept=v.counts["kept"], funnel=v.funnel, diversity=v.diversity)

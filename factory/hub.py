@@ -24,14 +24,13 @@ from pathlib import Path
 from rich.console import Console
 
 from factory.config import Config
+from factory.errors import HubError  # noqa: F401 - raised here; importable from this module too
+from factory.export import export_dir, export_version
 from factory.store import Store
+from factory.versions import version_row
 
 REPO_TYPE = "dataset"
 MANAGED = ("sft/", "dpo/", "soft_labels/")  # folders whose files a version replaces as a whole
-
-
-class HubError(RuntimeError):
-    """A one-line, user-facing publishing error (never carries the token)."""
 
 
 @dataclass
@@ -47,52 +46,6 @@ class PublishResult:
     plan_path: Path | None = None  # dry run: <workdir>/publish/v<N>/commit_plan.json
     size_bytes: int = 0
     deleted: list[str] = field(default_factory=list)  # stale shards the commit removed
-
-
-# -- comparing versions (the card's "changes" section; refresh's gates) ------------------------
-
-def previous_version(store: Store, version: int) -> int | None:
-    """What a version is compared with: the last published version before it, else the one before it."""
-    published = store.scalar("SELECT max(version) FROM versions WHERE version < ? AND published_revision IS NOT NULL",
-                             [version])
-    return published if published is not None else store.scalar("SELECT max(version) FROM versions WHERE version < ?",
-                                                                 [version])
-
-
-def compare_versions(store: Store, old: int, new: int) -> dict:
-    """Seeds and traces added/removed, verified rate and every numeric diversity figure, old vs new."""
-    info = {}
-    for v in (old, new):
-        row = store.sql("SELECT counts, diversity, published_revision FROM versions WHERE version = ?", [v])
-        if not row:
-            raise ValueError(f"no version {v} in {store.path}")
-        info[v] = (json.loads(row[0][0]), json.loads(row[0][1]), row[0][2])
-
-    def added(column: str, a: int, b: int) -> int:  # distinct `column` values kept in b but not in a
-        return store.scalar(f"SELECT count(DISTINCT {column}) FROM kept WHERE version = ? AND {column} NOT IN "
-                            f"(SELECT {column} FROM kept WHERE version = ?)", [b, a])
-
-    def kept(column: str, v: int) -> int:
-        return store.scalar(f"SELECT count(DISTINCT {column}) FROM kept WHERE version = ?", [v])
-
-    def rate(counts: dict) -> float | None:
-        return round(counts.get("verified", 0) / counts["kept"], 4) if counts.get("kept") else None
-
-    (c_old, d_old, rev_old), (c_new, d_new, _) = info[old], info[new]
-    out = {"old": old, "new": new, "old_published_revision": rev_old}
-    for name, column in (("seeds", "seed_id"), ("traces", "request_id")):
-        out[name] = {"old": kept(column, old), "new": kept(column, new),
-                     "added": added(column, old, new), "removed": added(column, new, old)}
-    r_old, r_new = rate(c_old), rate(c_new)
-    out["verified_rate"] = {"old": r_old, "new": r_new,
-                            "change": None if None in (r_old, r_new) else round(r_new - r_old, 4)}
-    out["diversity"] = {}
-    for key in d_new:
-        a, b = d_old.get(key), d_new[key]
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(b, bool):
-            out["diversity"][key] = {"old": a, "new": b, "change": round(b - a, 4),
-                                     "relative": round((b - a) / abs(a), 4) if a else None}
-    return out
 
 
 # -- the size guard: never ship emptiness ---------------------------------------------------------
@@ -142,7 +95,8 @@ def _kept(store: Store, version: int) -> int:
 
 
 def size_check(store: Store, version: int, max_shrink: float | None) -> SizeCheck:
-    """`version`'s kept traces against the last published version other than it (publish.max_shrink)."""
+    """`version`'s kept traces against the last published version other than it (publish.max_shrink).
+    Not the comparison baseline (factory.versions.baseline_version): this guards what the Hub holds now."""
     baseline = store.scalar("SELECT max(version) FROM versions WHERE published_revision IS NOT NULL AND version <> ?",
                             [version])
     return SizeCheck(version, _kept(store, version), baseline,
@@ -230,7 +184,7 @@ def publish_version(cfg: Config, version: int | None = None, dry_run: bool = Fal
         raise HubError(f"{cfg.store_path}: no store yet (run `factory build dataset` first)")
     with Store(cfg.store_path) as store:
         try:
-            version, (counts, recorded) = store.version_row(version, "counts, published_revision")
+            version, (counts, recorded) = version_row(store, version, "counts, published_revision")
         except LookupError as e:
             raise HubError(str(e)) from None
         counts = json.loads(counts)
@@ -240,11 +194,8 @@ def publish_version(cfg: Config, version: int | None = None, dry_run: bool = Fal
         if not force:
             raise HubError(f"refusing to publish: {sized.reason()}")
         console.print(f"[yellow]--force:[/] publishing {sized.reason().split(';')[0]}", highlight=False)
-    from factory.export import export_dir, export_version
-
     folder = export_dir(cfg, version)
     if not (folder / "README.md").is_file():  # not exported yet: export it (what a user would do next)
-
         console.print(f"version {version} is not exported yet: exporting it to {folder}", highlight=False)
         export_version(cfg, version)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())

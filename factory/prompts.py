@@ -12,12 +12,9 @@ from pathlib import Path
 
 import jinja2
 
+from factory.errors import PromptError  # noqa: F401 - raised here; importable from this module too
 from factory.records import Seed
 from factory.sources import SOURCE_ROW
-
-
-class PromptError(ValueError):
-    """A template cannot be loaded or rendered; the message names template, line and variable."""
 
 
 _UNDEFINED = re.compile(r"'([^']+)' is undefined|has no attribute '([^']+)'")

@@ -11,15 +11,23 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from factory.config import Config
+from factory.errors import FilterError, StoreError
 from factory.store import Store
+from factory.versions import MORE_DIVERSE_WHEN_HIGHER, STAGES, TEXT_FIGURES, collapse_drop
 
-# (key in versions.diversity, label); which way is more diverse: filter.MORE_DIVERSE_WHEN_HIGHER
+if TYPE_CHECKING:  # the results printed here; only their fields are read
+    from factory.build import BuildSummary
+    from factory.export import ExportResult
+    from factory.filter import FilterSummary
+
+# (key in versions.diversity, label); which way is more diverse: versions.MORE_DIVERSE_WHEN_HIGHER
 DIVERSITY_FIGURES = (
     ("kept", "kept traces"),
     ("distinct_1", "distinct-1"),
@@ -79,7 +87,7 @@ class ReportData:
 
 def _open(cfg: Config) -> Store:
     if not cfg.store_path.exists():
-        raise RuntimeError(f"{cfg.store_path}: no store yet (run `factory build dataset` first)")
+        raise StoreError(f"{cfg.store_path}: no store yet (run `factory build dataset` first)")
     return Store(cfg.store_path, read_only=True)
 
 
@@ -147,8 +155,6 @@ def _pct(part: int, whole: int) -> str:
 
 def funnel_rows(candidates: int, kept: int, funnel: dict) -> list[tuple[str, ...]]:
     """Stage by stage: traces in, dropped, and why (then the kept count)."""
-    from factory.filter import STAGES
-
     rows, alive = [], candidates
     for stage in STAGES:
         reasons = funnel.get(stage, {})
@@ -175,8 +181,6 @@ def trend_rows(versions: list[dict], max_drop: float | None) -> list[tuple[str, 
 
 def _collapsing(key: str, before, after, max_drop: float | None) -> bool:
     """Did a figure move the less-diverse way by more than `max_drop` (relative)?"""
-    from factory.filter import collapse_drop
-
     drop = collapse_drop(key, before, after)
     return drop is not None and drop > (max_drop or 0.0)
 
@@ -290,6 +294,120 @@ def diversity_line(d: dict) -> str:
             f"per teacher {f['per_teacher']}")
 
 
+# -- what the commands print as they run: build, filter, export, the pipeline, refresh --------------
+
+def _short(text: str, width: int = 40) -> str:
+    """A value as it fits in a one-line message: newlines shown as \\n, long ones cut."""
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:,.1f} s"
+
+
+def print_build_summary(summary: BuildSummary, console: Console) -> None:
+    """Plan and generate: seeds, references, requests, tokens, cost, and the time they took."""
+    table = Table(title="build summary", show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rejected = sum(summary.seeds_rejected.values())
+    reasons = ", ".join(f"{r}: {n}" for r, n in summary.seeds_rejected.most_common())
+    table.add_row("seeds", f"{summary.seeds_loaded} loaded, {rejected} rejected" + (f" ({reasons})" if reasons else "")
+                  + (f", {summary.seeds_duplicate} duplicates skipped" if summary.seeds_duplicate else ""))
+    for source, refs in summary.references.items():
+        shown = "; ".join(f"row {u['row']} '{_short(u['reference'])}': {_short(u['reason'], 80)}"
+                          for u in refs["unusable"])
+        table.add_row("references", f"{source}: {refs['usable']} of {refs['seeds']} usable"
+                      + (f" (not: {shown})" if shown else ""))
+    failed = sum(summary.requests_failed.values())
+    reasons = ", ".join(f"{r}: {n}" for r, n in summary.requests_failed.most_common())
+    table.add_row("requests", f"{summary.requests_planned} planned, {summary.requests_cached} cached, "
+                  f"{summary.requests_sent} sent, {summary.requests_ok} ok, {failed} failed"
+                  + (f" ({reasons})" if reasons else ""))
+    table.add_row("tokens", f"{summary.tokens_in:,} in, {summary.tokens_out:,} out")
+    table.add_row("cost", f"${summary.cost:,.4f}" if summary.priced else "n/a (no price configured)")
+    # the whole run's wall time (filter and export too) is the pipeline's last line
+    table.add_row("generation", _seconds(summary.wall_s) + " plan + generate"
+                  + (" (interrupted)" if summary.interrupted else ""))
+    table.add_row("store", summary.store_path)
+    console.print(table)
+
+
+def print_filter_summary(summary: FilterSummary, console: Console) -> None:
+    """The funnel of a filter run and the kept corpus's diversity."""
+    console.print(funnel_table(summary.version, summary.candidates, summary.kept, summary.funnel,
+                               note="" if summary.new_version else "unchanged"))
+    console.print(diversity_line(summary.diversity), highlight=False)
+
+
+def print_export(result: ExportResult, console: Console) -> None:
+    console.print(f"exported version {result.version}: " + ", ".join(f"{k} {v}" for k, v in result.counts.items())
+                  + f" rows -> {result.path}", highlight=False)
+
+
+def print_wall_time(stages: dict[str, float], console: Console) -> None:
+    """`wall time 12.3 s (plan + generate 10.1 s, filter 2.0 s, export 0.2 s)`: every stage that ran."""
+    parts = ", ".join(f"{name} {_seconds(s)}" for name, s in stages.items())
+    console.print(f"wall time {_seconds(sum(stages.values()))}" + (f" ({parts})" if parts else ""), highlight=False)
+
+
+def print_comparison(comparison: dict, gates: list, console: Console) -> None:
+    """A refresh's view: sources added / removed, the new version against its baseline
+    (factory.versions.compare_versions), and every gate with its value and verdict."""
+    c = comparison
+    src = c.get("sources", {})
+    if src:
+        removed = ", ".join(src["removed_ids"]) + (" …" if src["removed"] > len(src["removed_ids"]) else "")
+        console.print(f"sources: {src['seeds']} seeds, {src['added']} new, {src['removed']} removed"
+                      + (f" ({removed})" if removed else ""), highlight=False)
+    old = c.get("old")
+    table = Table(title=f"version {c['new']} vs " + (f"version {old}" if old else "nothing (no earlier version)"))
+    for col in ("", f"v{old}" if old else "-", f"v{c['new']}", "change"):
+        table.add_column(col)
+    figs_new, figs_old = c["figures"]["new"], c["figures"]["old"] or {}
+
+    def before(x) -> str:  # no baseline: an empty cell, not "n/a"
+        return figure(x) if figs_old else ""
+
+    for what in ("seeds", "traces"):
+        d = c.get(what)
+        if d:
+            table.add_row(what, figure(d["old"]), figure(d["new"]), f"+{d['added']} / -{d['removed']}")
+    for k in ("verified_rate", "contamination", "contamination_dropped", "near_dup_clusters"):
+        table.add_row(k, before(figs_old.get(k)), figure(figs_new[k]), "")
+
+    def lengths(ln: dict) -> str:
+        if ln["mean"] is None:
+            return "n/a"
+        return (f"{figure(ln['mean'])} ± {figure(ln['std'])} "
+                f"(p10/p50/p90 {figure([ln['p10'], ln['p50'], ln['p90']])})")
+
+    table.add_row("reasoning words", lengths(figs_old["length"]) if figs_old else "", lengths(figs_new["length"]), "")
+    for k, d in c.get("diversity_gate", {}).items():
+        moved = "" if d["drop"] is None else f"drop {d['drop']:.1%}" if d["drop"] > 0 else "no drop"
+        table.add_row(k + (f" ({c['diversity_gate_words']:,} words)" if k in TEXT_FIGURES else ""), figure(d["old"]),
+                      figure(d["new"]), moved)
+    console.print(table)
+    out = Table(title="gates")
+    for col in ("gate", "value", "threshold", "passed"):
+        out.add_column(col)
+    for g in gates:
+        out.add_row(g.name, figure(g.value), figure(g.threshold), "[green]yes[/]" if g.passed else "[red]NO[/]")
+    console.print(out)
+
+
+_OUTCOME_STYLE = {"published": "green", "passed": "green", "nothing_new": "cyan", "gates_failed": "red",
+                  "locked": "yellow"}
+
+
+def print_outcome(outcome: str, message: str, exit_code: int, console: Console) -> None:
+    """A refresh's last line: what happened and its exit code."""
+    label = "error: " if outcome == "error" else ""
+    console.print(f"[{_OUTCOME_STYLE.get(outcome, 'red')}]refresh[/] {label}{message} (exit {exit_code})",
+                  highlight=False)
+
+
 # -- the HTML page --------------------------------------------------------------------------------
 
 def html_report(cfg: Config, version: int | None = None, path: Path | None = None) -> Path:
@@ -299,8 +417,8 @@ def html_report(cfg: Config, version: int | None = None, path: Path | None = Non
     data = gather(cfg, version, samples=True)
     if data.version is None:
         if not data.versions:
-            raise RuntimeError(f"{cfg.store_path}: no filtered version yet (run `factory filter` first)")
-        raise RuntimeError(f"{cfg.store_path}: no version {version} "
+            raise FilterError(f"{cfg.store_path}: no filtered version yet (run `factory filter` first)")
+        raise FilterError(f"{cfg.store_path}: no version {version} "
                            f"(versions: {', '.join(str(v['version']) for v in data.versions)})")
     n = data.version["version"]
     path = Path(path) if path else cfg.path(cfg.workdir) / "report" / f"v{n}.html"
@@ -352,8 +470,6 @@ def _plots(data: ReportData) -> dict[str, str]:
 
 
 def _funnel_plot(fig, data: ReportData) -> str:
-    from factory.filter import STAGES
-
     counts, funnel = data.version["counts"], data.version["funnel"]
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
     names, alive = ["candidates"], [counts["candidates"]]
@@ -412,8 +528,6 @@ def _trend_plot(fig, data: ReportData) -> str:
 
     xs = [v["version"] for v in data.versions]
     axes = fig.subplots(2, 4).ravel()
-    from factory.filter import MORE_DIVERSE_WHEN_HIGHER
-
     for ax, (key, label) in zip(axes, DIVERSITY_FIGURES):
         higher = MORE_DIVERSE_WHEN_HIGHER.get(key)
         ys = [v["diversity"].get(key) for v in data.versions]

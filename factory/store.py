@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from factory.errors import StoreBusy, StoreError
 from factory.records import Request, Response, Seed
 
 # Applied in order, each once; the store remembers how many ran. Append, never edit.
@@ -94,14 +95,6 @@ def _json(value) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False)
 
 
-class StoreError(RuntimeError):
-    """The store cannot be opened (not a DuckDB file, a folder, no permission): one line."""
-
-
-class StoreBusy(StoreError):
-    """Another process holds the store (DuckDB allows one writing process): names the holder."""
-
-
 def _holder(message: str) -> str:
     """'pid 123 (factory build dataset, since 10:02:03)' from DuckDB's lock error, as far as /proc tells."""
     m = re.search(r"\(PID (\d+)\)", message)
@@ -141,7 +134,10 @@ class Store:
     def __init__(self, path: str | Path, read_only: bool = False, wait_s: float | None = None):
         self.path = Path(path)
         if not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # the workdir (or a folder above it) is a file, or not writable
+                raise StoreError(f"{self.path.parent}: cannot make the store's folder: {e.strerror}") from None
         wait = float(os.environ.get("FACTORY_STORE_WAIT_S") or 0) if wait_s is None else wait_s
         self.con = connect(self.path, read_only, wait)
         self._lock = threading.Lock()  # one writer at a time on this connection
@@ -170,17 +166,6 @@ class Store:
     def sql(self, query: str, params: list | None = None) -> list[tuple]:
         """Run a statement and fetch all of its rows (DuckDB wants results finished before the next)."""
         return self.con.execute(query, params or []).fetchall()
-
-    def version_row(self, version: int | None, columns: str) -> tuple[int, tuple]:
-        """(version, its `columns` from `versions`); None: the latest. LookupError: a one-line reason."""
-        if version is None:
-            version = self.scalar("SELECT max(version) FROM versions")
-            if version is None:
-                raise LookupError("no version yet: run `factory filter` (or `factory build dataset`) first")
-        rows = self.sql(f"SELECT {columns} FROM versions WHERE version = ?", [version])
-        if not rows:
-            raise LookupError(f"no version {version} in {self.path}")
-        return version, rows[0]
 
     def scalar(self, query: str, params: list | None = None):
         return self.sql(query, params)[0][0]

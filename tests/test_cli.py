@@ -39,3 +39,11 @@ def test_config_errors_exit_2_with_one_line(tmp_path: Path):
     result = runner.invoke(app, ["build", "dataset", "-c", str(tmp_path / "factory.yaml"), "--set", "generation.bogus=1"])
     assert result.exit_code == 2
     assert "unknown key 'generation.bogus'" in result.output
+
+
+def test_filter_before_any_build_is_one_line_exit_2(tmp_path: Path):
+    runner.invoke(app, ["init", str(tmp_path)])
+    result = runner.invoke(app, ["filter", "-c", str(tmp_path / "factory.yaml")])
+    assert result.exit_code == 2, result.output
+    assert "no build plan yet (run `factory build dataset` first)" in " ".join(result.output.split())
+    assert "Traceback" not in result.output

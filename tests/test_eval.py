@@ -88,7 +88,8 @@ def test_gsm8k_counts_known_by_construction_with_k3(tmp_path, server):
         replies[question[:40]] = (["I am not sure about this one."] if plan is None else
                                   [reply(int(ref) if ok else int(ref) + 1) for ok in plan])
     server.configure(replies=replies)
-    cfg = make_cfg(tmp_path, backend="openai", base_url=server.base_url, limit=5, samples=3, temperature=0.7)
+    cfg = make_cfg(tmp_path, teacher={"backend": "openai", "base_url": server.base_url}, limit=5, samples=3,
+                   generation={"temperature": 0.7})
     console = capture()
     [report] = evaluate(cfg, ["fake-model"], console=console)
 
@@ -111,6 +112,7 @@ def test_gsm8k_counts_known_by_construction_with_k3(tmp_path, server):
     assert data["pass@1"] == pytest.approx(0.4) and data["pass@k"] == pytest.approx(0.6)
     assert data["model"] == "fake-model" and data["backend"] == "openai" and data["n_items"] == 5 and data["k"] == 3
     assert set(data["pass_at"]) == {"1", "2", "3"} and data["tokens"]["completion"] == report.completion_tokens
+    assert data["sampling"] == {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512}  # eval.generation
     assert [it["correct"] for it in data["items"]] == [3, 1, 0, 2, 0] and data["wall_s"] > 0
     assert not (tmp_path / "work" / "factory.duckdb").exists()  # eval never touches the store
     print_eval_table([report], console)
@@ -126,8 +128,8 @@ def test_api_key_never_reaches_the_report_or_the_console(tmp_path, server, monke
     bench.write_text(json.dumps({"question": "What is 2+2?", "answer": "2+2=4\n#### 4"}) + "\n"
                      + json.dumps({"question": "[[echo_auth]] What is 3+3?", "answer": "#### 6"}) + "\n")
     server.configure(replies={"What is 2+2?": ["The answer is \\boxed{4}."]})
-    cfg = make_cfg(tmp_path, backend="openai", base_url=server.base_url, api_key_env="FACTORY_EVAL_TEST_KEY",
-                   path=str(bench))
+    cfg = make_cfg(tmp_path, teacher={"backend": "openai", "base_url": server.base_url,
+                                      "api_key_env": "FACTORY_EVAL_TEST_KEY"}, path=str(bench))
     console = capture()
     [report] = evaluate(cfg, ["fake-model"], console=console)
     print_eval_table([report], console)
@@ -148,8 +150,8 @@ def test_humaneval_canonical_and_broken_solutions_scored_by_the_sandbox(tmp_path
     broken = [solution(f"def {r['entry_point']}(*args):\n    return None\n") for r in rows]
     server.configure(replies={f"def {rows[0]['entry_point']}(": [canonical[0], broken[0]],
                               f"def {rows[1]['entry_point']}(": [broken[1], canonical[1]]})
-    cfg = make_cfg(tmp_path, benchmark="humaneval", backend="openai", base_url=server.base_url, limit=2,
-                   samples=2, temperature=0.8)
+    cfg = make_cfg(tmp_path, benchmark="humaneval", teacher={"backend": "openai", "base_url": server.base_url},
+                   limit=2, samples=2, generation={"temperature": 0.8})
     [report] = evaluate(cfg, ["fake-coder"], console=capture())
     assert [it.id for it in report.items] == ["HumanEval/0", "HumanEval/1"]
     assert report.items[0].reasons == ["tests_passed", "tests_failed"]
@@ -165,8 +167,10 @@ def test_two_models_print_a_before_after_table_with_the_delta_via_the_cli(tmp_pa
     config.write_text(yaml.safe_dump({
         "workdir": "work", "prompts_dir": str(ROOT / "prompts"), "sources": [{"name": "unused", "path": "x.jsonl"}],
         "filter": {"benchmarks": {"gsm8k_test": str(GSM8K)}},
-        "eval": {"backend": "openai", "base_url": server.base_url, "limit": 5}}))
-    result = CliRunner().invoke(app, ["eval", "-c", str(config), "-m", "before-model", "-m", "after-model"])
+        "eval": {"teacher": {"backend": "openai"}, "limit": 5}}))
+    # the rest of the teacher through --set, as the README shows it
+    result = CliRunner().invoke(app, ["eval", "-c", str(config), "--set", f"eval.teacher.base_url={server.base_url}",
+                                      "--set", "eval.teacher.max_concurrency=4", "-m", "before-model", "-m", "after-model"])
     assert result.exit_code == 0, result.output
     out = result.output
     for text in ("before", "after", "delta", "before-model", "after-model", "0.000", "0.200", "+0.200", "report ->"):
@@ -190,8 +194,8 @@ def test_bad_input_is_a_one_line_eval_error(tmp_path):
     cfg.filter.benchmarks.pop("math500")
     cases.append((cfg, "eval.path: no file for benchmark 'math500'"))
     # a remote endpoint without its key: said before any request goes out
-    cases.append((make_cfg(tmp_path, backend="openai", base_url="https://api.example.invalid/v1",
-                           api_key_env="FACTORY_EVAL_UNSET_KEY", limit=1),
+    cases.append((make_cfg(tmp_path, teacher={"backend": "openai", "base_url": "https://api.example.invalid/v1",
+                                              "api_key_env": "FACTORY_EVAL_UNSET_KEY"}, limit=1),
                   "environment variable FACTORY_EVAL_UNSET_KEY is not set"))
     cases.append((make_cfg(tmp_path), "no model to evaluate"))
     for cfg, pattern in cases:
@@ -203,7 +207,7 @@ def test_bad_input_is_a_one_line_eval_error(tmp_path):
 
 def test_a_local_model_that_cannot_load_is_one_line(tmp_path):
     cfg = make_cfg(tmp_path, limit=2)
-    with pytest.raises(EvalError, match=r"every request failed, e\.g\. load_failed: .*does not exist") as err:
+    with pytest.raises(EvalError, match=r"model .*no-such-model \(local\): model folder .*does not exist") as err:
         evaluate(cfg, [str(tmp_path / "no-such-model")], console=capture())
     assert "\n" not in str(err.value)
 
@@ -222,7 +226,7 @@ def test_embedded_model_pass_at_1_matches_a_count_made_here(tmp_path, embedded_m
     prompts = tmp_path / "prompts"
     prompts.mkdir()
     (prompts / "short.jinja").write_text(SHORT_TEMPLATE, encoding="utf-8")
-    cfg = make_cfg(tmp_path, limit=5, max_tokens=24, template="short.jinja")
+    cfg = make_cfg(tmp_path, limit=5, generation={"max_tokens": 24}, template="short.jinja")
     cfg.prompts_dir = str(prompts)
     cfg.filter.verify_workers = 1  # five answers: one math-verify worker is enough (and starts faster)
     [report] = evaluate(cfg, ["embedded"], console=capture())
@@ -238,7 +242,8 @@ def test_embedded_model_pass_at_1_matches_a_count_made_here(tmp_path, embedded_m
     config = tmp_path / "factory.yaml"
     config.write_text(yaml.safe_dump({"workdir": "cli", "prompts_dir": str(prompts), "sources": [{"name": "u", "path": "u"}],
                                       "filter": {"benchmarks": {"gsm8k_test": str(GSM8K)}, "verify_workers": 1},
-                                      "eval": {"limit": 2, "max_tokens": 12, "template": "short.jinja"}}))
+                                      "eval": {"limit": 2, "generation": {"max_tokens": 12},
+                                               "template": "short.jinja"}}))
     result = CliRunner().invoke(app, ["eval", "-c", str(config)])  # the model: train.model, "embedded"
     assert result.exit_code == 0, result.output
     assert "embedded" in result.output and "pass@1" in result.output

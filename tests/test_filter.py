@@ -14,7 +14,8 @@ from rich.console import Console
 from factory.build import build_dataset
 from factory.config import load_config
 from factory.export import export_version
-from factory.filter import run_filter, text_diversity
+from factory.filter import run_filter
+from factory.versions import text_diversity
 from factory.records import Response
 
 ROOT = Path(__file__).resolve().parent.parent

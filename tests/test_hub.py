@@ -22,8 +22,9 @@ from factory.build import build_dataset
 from factory.config import load_config
 from factory.export import export_version
 from factory.filter import run_filter
-from factory.hub import HubError, compare_versions, publish_version
+from factory.hub import HubError, publish_version
 from factory.store import Store
+from factory.versions import compare_versions
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "tester/reasoning"

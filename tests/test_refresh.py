@@ -295,3 +295,28 @@ def test_an_empty_or_shrunken_version_fails_its_gate_and_nothing_is_pushed(proje
     assert forced.exit_code == EXIT_PUBLISHED and forced.outcome == "published", forced.message
     assert not {"not_empty", "max_shrink"} & {g.name for g in forced.gates}
     assert set(fake_hub.repos["tester/traces"].tags) == {"v1", "v4"}
+
+
+def test_the_baseline_is_the_last_accepted_version_else_the_one_before_and_the_card_agrees(project, server):
+    write_seeds(project, server, QUESTIONS[:4])
+    failed = refresh(project, "refresh.gates.min_size=100")  # nothing accepted yet, nothing before: no baseline
+    assert failed.exit_code == EXIT_GATES_FAILED and failed.version == 1 and failed.compared_with is None
+    assert not any(g.name.startswith("diversity_drop:") for g in failed.gates)
+
+    write_seeds(project, server, QUESTIONS[:6])  # still nothing accepted: the version right before, failed or not
+    second = refresh(project, "refresh.gates.max_diversity_drop=0.5")
+    assert second.exit_code == EXIT_PUBLISHED and second.version == 2 and second.compared_with == 1, second.message
+    assert any(g.name.startswith("diversity_drop:") for g in second.gates)
+
+    write_seeds(project, server, QUESTIONS[:8])
+    third = refresh(project, "refresh.gates.min_size=100")  # v2 passed: the baseline from now on
+    assert third.exit_code == EXIT_GATES_FAILED and third.version == 3 and third.compared_with == 2
+    write_seeds(project, server, QUESTIONS[:9])
+    fourth = refresh(project, "refresh.gates.max_diversity_drop=0.5")
+    assert fourth.version == 4 and fourth.compared_with == 2, fourth.message  # never v3, which failed
+
+    from factory.export import export_version
+
+    card = (export_version(load_config(project / "factory.yaml"), 4).path / "README.md").read_text()
+    assert "## Changes since v2 (the last version that passed the refresh gates)" in card
+    assert re.search(r"\| distinct_2, [\d,]+ words of each \| ", card), card

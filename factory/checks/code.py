@@ -36,6 +36,8 @@ from collections.abc import Hashable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Literal
 
+from factory.errors import FilterError
+
 __all__ = ["Limits", "SandboxResult", "SandboxUnavailable", "run_tests", "run_many", "isolation"]
 
 Status = Literal["passed", "failed", "timeout", "crashed"]
@@ -50,7 +52,7 @@ CHILD_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_c
 Mode = Literal["ns", "lsm", "weak"]
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(FilterError):
     """No isolation strong enough holds here and weak runs were not allowed."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from factory.config import Config
+from factory.errors import TrainError  # noqa: F401 - raised here; importable from this module too
 
 if TYPE_CHECKING:
     import datasets
@@ -25,10 +26,6 @@ EMPTY_HINTS = {
     "dpo": "needs seeds with both a verified and a failed trace",
     "soft_labels": "needs the teacher's logprobs: set generation.logprobs > 0 and rebuild",
 }
-
-
-class TrainError(RuntimeError):
-    """A one-line, user-facing training error (the CLI prints it and exits 2)."""
 
 
 @dataclass
@@ -62,12 +59,13 @@ def data_folder(cfg: Config) -> tuple[Path, int | None]:
         return folder, int(match.group(1)) if match else None
     from factory.export import export_dir, export_version
     from factory.store import Store
+    from factory.versions import version_row
 
     if not cfg.store_path.exists():
         raise TrainError(f"{cfg.store_path}: no store yet (run `factory build dataset` first, or set train.data)")
     with Store(cfg.store_path, read_only=True) as store:
         try:
-            version, _ = store.version_row(cfg.train.version, "version")
+            version, _ = version_row(store, cfg.train.version, "version")
         except LookupError as e:
             raise TrainError(f"train.version: {e}") from None
     folder = export_dir(cfg, version)

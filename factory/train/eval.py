@@ -23,22 +23,17 @@ from math import comb
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from factory.config import Config, ConfigError, SourceConfig, TeacherConfig
-from factory.embedded import EmbeddedModelError
+from factory.config import Config, SourceConfig
+from factory.errors import EvalError, FactoryError
+from factory.progress import WorkProgress
 from factory.prompts import PromptError, Prompts
 from factory.records import Request, Response, Seed
 from factory.sources import BadRow, SourceError, plan_source, read_seeds
-from factory.teachers.base import TeacherError
 
 PRESET_OF = {"gsm8k_test": "gsm8k", "math500": "math500", "humaneval": "humaneval"}  # eval.benchmark -> sources preset
 SHOW_BAD_ROWS = 5  # skipped rows printed one per line; the rest are counted
-
-
-class EvalError(RuntimeError):
-    """A one-line, user-facing evaluation error (the CLI prints it and exits 2)."""
 
 
 @dataclass
@@ -112,14 +107,14 @@ class Benchmark:
 def load_benchmark(cfg: Config, console: Console) -> Benchmark:
     """Read eval.benchmark's file through its source preset and render every item's prompt."""
     from factory.build import DEFAULT_TEMPLATES
-    from factory.filter import benchmark_file
+    from factory.config import project_file
 
     e = cfg.eval
     key = "eval.path" if e.path else f"filter.benchmarks.{e.benchmark}"
     rel = e.path or cfg.filter.benchmarks.get(e.benchmark)
     if not rel:
         raise EvalError(f"eval.path: no file for benchmark '{e.benchmark}' (set eval.path or filter.benchmarks.{e.benchmark})")
-    path = benchmark_file(cfg, rel)
+    path = project_file(cfg, rel)
     if not path.exists():
         raise EvalError(f"{key}: {path}: no such file")
     source = SourceConfig(name=e.benchmark, path=str(path), preset=PRESET_OF[e.benchmark], limit=e.limit)
@@ -159,57 +154,50 @@ def _generate(cfg: Config, model: str, requests: list[Request], console: Console
     """Every request's response, by request_id, with a progress bar."""
     from factory.teachers import make_teacher
 
-    e = cfg.eval
-    tcfg = TeacherConfig(name="eval", backend=e.backend, model=model, base_url=e.base_url, api_key_env=e.api_key_env,
-                         max_concurrency=e.max_concurrency, batch_size=e.batch_size, device=e.device)
+    tcfg = cfg.eval.teacher.model_copy(update={"model": model})  # eval.teacher, asked for `-m` model
+    backend = tcfg.backend
     out: dict[str, Response] = {}
-    columns = (TextColumn(f"[bold]generate[/] ({e.backend}:{model})"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn())
     teacher = make_teacher(tcfg)
     try:
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("generate", total=len(requests), status="")
-            started, tokens, failed = time.monotonic(), 0, 0
+        with WorkProgress(console, f"{model} ({backend})", len(requests), cfg.build.progress_interval_s) as progress:
             for response in teacher.generate(iter(requests)):
                 out[response.request_id] = response
-                tokens += response.completion_tokens or 0
-                failed += not response.ok
-                rate = tokens / max(time.monotonic() - started, 1e-9)
-                progress.update(task, advance=1, status=f"err {failed} | {rate:,.0f} tok/s")
-    except (ConfigError, TeacherError, EmbeddedModelError, ImportError, FileNotFoundError) as err:
-        raise EvalError(f"model {model} ({e.backend}): {err}") from None
+                progress.advance(response.ok, response.completion_tokens or 0)
+    except (FactoryError, ImportError, FileNotFoundError) as err:
+        raise EvalError(f"model {model} ({backend}): {err}") from None
     finally:
         close = getattr(teacher, "close", None)
         if close:
             close()
     if not any(r.ok for r in out.values()):  # the model cannot answer at all (load failed, endpoint refuses)
         first = next((r.error for r in out.values()), None) or "no response"
-        raise EvalError(f"model {model} ({e.backend}): every request failed, e.g. {first.splitlines()[0]}")
+        raise EvalError(f"model {model} ({backend}): every request failed, e.g. {first.splitlines()[0]}")
     return out
 
 
 def _verify(cfg: Config, seeds: list[Seed], todo: dict[tuple[int, int], str],
             console: Console) -> dict[tuple[int, int], tuple[bool, str, str]]:
     """(item, sample) -> (passed, reason, detail) for every parsed answer, with the filter stage's checks."""
-    from factory.filter import check_code, check_math
+    from factory.checks.verify import check_code, check_math
 
     if not todo:
         return {}
     domain = seeds[0].domain
     if domain == "code":
         verdicts = check_code(((key, seeds[key[0]].problem, answer, seeds[key[0]].tests, seeds[key[0]].entry_point)
-                               for key, answer in todo.items()), cfg)
+                               for key, answer in todo.items()),
+                              wall_s=cfg.filter.sandbox_wall_s, workers=cfg.filter.verify_workers,
+                              allow_weak=cfg.filter.code.allow_weak_sandbox)
         what = "verify (code sandbox)"
     else:
-        verdicts = check_math(((key, answer, seeds[key[0]].answer) for key, answer in todo.items()), cfg)
+        verdicts = check_math(((key, answer, seeds[key[0]].answer) for key, answer in todo.items()),
+                              timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers)
         what = "verify (math-verify)"
     out = {}
-    with Progress(TextColumn(f"[bold]{what}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        task = progress.add_task("verify", total=len(todo))
+    with WorkProgress(console, what, len(todo), cfg.build.progress_interval_s, unit="answers") as progress:
         for key, passed, reason, detail in verdicts:
             out[key] = (passed, reason, detail)
-            progress.update(task, advance=1)
+            progress.advance()
     return out
 
 
@@ -220,7 +208,7 @@ def evaluate_model(cfg: Config, model: str, bench: Benchmark, console: Console) 
     e = cfg.eval
     started = time.monotonic()
     seeds = bench.seeds
-    params = {"temperature": e.temperature, "top_p": e.top_p, "max_tokens": e.max_tokens, "logprobs": 0}
+    params = {**e.generation.model_dump(), "logprobs": 0}  # temperature, top_p, max_tokens
     requests = [Request(seed.seed_id, "eval", model, bench.template, bench.messages[i], params, j)
                 for i, seed in enumerate(seeds) for j in range(e.samples)]
     responses = _generate(cfg, model, requests, console)
@@ -253,7 +241,7 @@ def evaluate_model(cfg: Config, model: str, bench: Benchmark, console: Console) 
     pass_at = {k: round(sum(pass_at_k(n, it.correct, k) for it in items) / len(items), 6) for k in _ks(n)}
     ok = [r for r in responses.values() if r.ok]
     return EvalReport(
-        model=model, backend=e.backend, benchmark=e.benchmark, path=str(bench.path), template=bench.template,
+        model=model, backend=e.teacher.backend, benchmark=e.benchmark, path=str(bench.path), template=bench.template,
         n_items=len(items), k=n,
         sampling={k: v for k, v in params.items() if k != "logprobs"}, pass_at_1=pass_at[1], pass_at_k=pass_at[n],
         pass_at=pass_at, correct_samples=sum(it.correct for it in items),
@@ -296,10 +284,11 @@ def evaluate(cfg: Config, models: list[str], console: Console | None = None) -> 
     bench = load_benchmark(cfg, console)
     skipped = len(bench.skipped)
     console.print(f"eval: {e.benchmark} ({bench.path.name}): {len(bench.seeds)} items, k={e.samples}, "
-                  f"temperature {e.temperature:g}" + (f", {skipped} rows skipped" if skipped else ""), highlight=False)
-    if e.samples > 1 and e.temperature == 0:
-        console.print("[yellow]note[/] eval.temperature is 0 (greedy): the k samples are the same, so pass@k = pass@1",
-                      highlight=False)
+                  f"temperature {e.generation.temperature:g}" + (f", {skipped} rows skipped" if skipped else ""),
+                  highlight=False)
+    if e.samples > 1 and e.generation.temperature == 0:
+        console.print("[yellow]note[/] eval.generation.temperature is 0 (greedy): the k samples are the same, "
+                      "so pass@k = pass@1", highlight=False)
     reports = []
     for model in models:
         report = evaluate_model(cfg, model, bench, console)
