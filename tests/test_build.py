@@ -16,25 +16,9 @@ from factory.config import load_config
 from factory.prompts import PromptError
 from factory.records import Response
 from factory.sources import SourceError
+from support.teachers import CannedTeacher
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class CannedTeacher:
-    """Answers every request with a fixed text; fails the ones whose sample index is in `fail`."""
-
-    def __init__(self, name="canned", fail=()):
-        self.name, self.model, self.fail = name, "canned-model", set(fail)
-        self.seen: list[str] = []
-
-    def generate(self, requests):
-        for r in requests:
-            self.seen.append(r.request_id)
-            if r.sample_index in self.fail:
-                yield Response(r.request_id, r.teacher, r.model, error="http_500", attempts=3)
-            else:
-                yield Response(r.request_id, r.teacher, r.model, text=f"<think>ok</think> \\boxed{{{r.sample_index}}}",
-                               finish_reason="stop", prompt_tokens=10, completion_tokens=5, latency_s=0.01)
 
 
 @pytest.fixture

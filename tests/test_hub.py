@@ -1,4 +1,4 @@
-"""`factory publish` against the fake Hub (tests/fake_hub.py) with the real huggingface_hub client:
+"""`factory publish` against the fake Hub (tests/support/fake_hub.py) with the real huggingface_hub client:
 one commit per version (Parquet through the LFS batch + PUT path, the card as a regular file), a
 tag v<N>, the revision in the store, a no-op on re-publishing, dry runs that call nothing, errors
 on one line with the token redacted, and files that `load_dataset(folder, "sft")` reads back."""
@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from rich.console import Console
-from test_filter import GSM8K, ScriptedTeacher
+from support.teachers import GSM8K, ScriptedTeacher
 
 from factory.build import build_dataset
 from factory.config import load_config

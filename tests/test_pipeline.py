@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from rich.console import Console
-from test_build import CannedTeacher
+from support.teachers import CannedTeacher
 from typer.testing import CliRunner
 
 from factory.cli import app

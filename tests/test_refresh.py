@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from fake_openai import FakeOpenAI, messages_hash
+from support.fake_openai import FakeOpenAI, messages_hash
 from rich.console import Console
 
 from factory.config import load_config

@@ -22,8 +22,8 @@ from factory.config import load_config
 from factory.filter import run_filter
 from factory.report import html_report, text_report
 from factory.store import Store
-from fake_openai import FakeOpenAI
-from test_filter import CODE, GSM8K, ScriptedTeacher
+from support.fake_openai import FakeOpenAI
+from support.teachers import CODE, GSM8K, ScriptedTeacher
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-report-test-0123456789abcdef"  # the API teacher's key: must never reach the report

@@ -17,7 +17,7 @@ flip, the right number inside the reasoning but a wrong final answer). HEDGED an
 candidates; TRUNCATED ones stop mid-reasoning with finish_reason "length", sometimes after the
 right answer was already written (they must still be rejected).
 
-Built on tests/fake_openai.py (raw asyncio, honours `n`):
+Built on tests/support/fake_openai.py (raw asyncio, honours `n`):
 
     with Oracle(seeds, mix={"right": .6, "wrong": .2, "truncated": .1, "hedged": .1}) as srv:
         srv.base_url; srv.truth  # {sha256(content): {...}}
@@ -38,8 +38,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for fake_openai
-from fake_openai import FakeOpenAI, _response  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for `support`
+from support.fake_openai import FakeOpenAI, _response  # noqa: E402
 
 DEFAULT_MIX = {"right": 0.6, "wrong": 0.2, "truncated": 0.1, "hedged": 0.1}
 KINDS = ("number", "money", "percent", "fraction", "time", "sci", "base", "latex")

@@ -168,6 +168,7 @@ def test_sft_lora_saves_adapter_and_a_merged_model(tiny_model, export, tmp_path)
     assert reload_and_generate(out)
 
 
+@pytest.mark.slow
 def test_dpo_prefers_the_verified_trace_and_reloads(tiny_model, export, tmp_path):
     cfg = config(tmp_path, tiny_model, export, max_steps=5, batch_size=2, learning_rate=2e-2, dpo={"beta": 0.5})
     summary = train_dpo(cfg, console=Console(quiet=True))
@@ -181,6 +182,7 @@ def test_dpo_prefers_the_verified_trace_and_reloads(tiny_model, export, tmp_path
     assert reload_and_generate(out)
 
 
+@pytest.mark.slow
 def test_dpo_with_an_explicit_reference_model_and_lora(tiny_model, export, tmp_path):
     cfg = config(tmp_path, tiny_model, export, max_steps=2, lora={"enabled": True, "r": 2},
                  dpo={"ref_model": str(tiny_model), "loss_type": "sigmoid,sft"})
@@ -256,7 +258,7 @@ def test_trains_the_latest_version_exporting_it_first(tiny_model, tmp_path):
     from factory.build import build_dataset
     from factory.filter import run_filter
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     import shutil
 
     shutil.copytree(root / "prompts", tmp_path / "prompts")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_openai import FakeOpenAI
+from support.fake_openai import FakeOpenAI
 from rich.console import Console
 from typer.testing import CliRunner
 

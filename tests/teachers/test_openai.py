@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from fake_openai import FakeOpenAI, answer_text, messages_hash
+from support.fake_openai import FakeOpenAI, answer_text, messages_hash
 from factory.config import ConfigError, teacher_config
 from factory.records import Request
 from factory.teachers import make_teacher

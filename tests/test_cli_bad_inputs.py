@@ -22,7 +22,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from fake_openai import FakeOpenAI
+from support.fake_openai import FakeOpenAI
 from factory.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,7 +233,8 @@ def test_there_are_at_least_forty_cases():
     assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if "Hub" in c.name else c for c in CASES],
+                         ids=[c.name for c in CASES])  # the Hub case waits out huggingface_hub's retries (~25 s)
 def test_bad_input_is_one_line_with_its_exit_code(case: Case, base: Path, tmp_path: Path):
     proj = tmp_path / "proj"
     shutil.copytree(base, proj)

@@ -8,7 +8,7 @@ from email.utils import formatdate
 
 import pytest
 
-from fake_openai import FakeOpenAIProcess
+from support.fake_openai import FakeOpenAIProcess
 from factory.config import teacher_config
 from factory.records import Request
 from factory.teachers.openai import OpenAITeacher

@@ -153,7 +153,7 @@ def project(tmp_path_factory, embedded_model, tokenizer) -> Path:
     from factory.export import export_version
     from factory.filter import run_filter
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     d = tmp_path_factory.mktemp("distill")
     (d / "prompts").mkdir()
     (d / "prompts" / "short.jinja").write_text('{{ problem }} Reply with one short sentence that starts with '

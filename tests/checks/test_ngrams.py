@@ -11,7 +11,7 @@ import pytest
 
 from factory.checks.ngrams import Decontaminator, Hit, views
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_bench_module():

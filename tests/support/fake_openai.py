@@ -30,7 +30,7 @@ Each request is recorded as [t_monotonic, messages_hash, n, ok, outcome, tokens]
 client went away before a delayed answer), tokens is the usage total of an answer (else 0).
 
 In a thread:      srv = FakeOpenAI(latency=0).start(); srv.base_url; srv.records; srv.stop()
-As a subprocess:  python tests/fake_openai.py --port 0 --latency 1 --fault-rate 0.3
+As a subprocess:  python tests/support/fake_openai.py --port 0 --latency 1 --fault-rate 0.3
                   (prints `READY <port>` on stdout once it listens), or from Python:
                   srv = FakeOpenAIProcess(latency=1); srv.base_url; srv.records(); srv.close()
 A subprocess keeps the server's clock and CPU away from the client's GIL (timing tests,

@@ -1,5 +1,5 @@
 """The code sandbox: HumanEval solutions pass, wrong ones fail with a reason, and a corpus of
-hostile candidates (tests/hostile/) is contained: never "passed", nothing left running,
+hostile candidates (tests/checks/hostile/) is contained: never "passed", nothing left running,
 nothing written to the host, no secret seen, no connection made, the test run goes on."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import factory.checks.code as sandbox_mod
 import factory.checks.sandbox_child as child
 from factory.checks.code import Limits, SandboxResult, SandboxUnavailable, isolation, run_many, run_tests
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = Path(__file__).resolve().parent / "hostile"
 SQUARE_TESTS = """
 def check(candidate):
@@ -365,7 +365,7 @@ def readable_python() -> str | None:
 
 
 def run_as_nobody(cases: list[dict], no_namespaces: bool, env: dict) -> tuple[dict, dict]:
-    """Run cases through tests/hostile/driver/run_cases.py as uid 65534; returns (isolation,
+    """Run cases through tests/checks/hostile/driver/run_cases.py as uid 65534; returns (isolation,
     {name: result}).  The driver is the factory process here: it must survive them all."""
     job = {"no_namespaces": no_namespaces, "cases": cases,
            "limits": dataclasses.asdict(HOSTILE_LIMITS)}

@@ -14,7 +14,7 @@ pytest.importorskip("math_verify")
 
 from factory.checks.math import VerifyPool, normalize_answer, verify_many, verify_one, verify_traces  # noqa: E402
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "benchmarks"
+DATA = Path(__file__).resolve().parents[2] / "data" / "benchmarks"
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from factory.checks import minhash as M
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
