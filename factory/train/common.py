@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from factory.config import Config
 from factory.errors import TrainError  # noqa: F401 - raised here; importable from this module too
+from factory.train.launch import main_process_first
 
 if TYPE_CHECKING:
     import datasets
@@ -44,6 +45,7 @@ class TrainSummary:
     device: str
     extra: dict = field(default_factory=dict)
     losses: list[float] = field(default_factory=list)  # every logged training loss, in order
+    processes: int = 1  # data-parallel processes (GPUs) the run trained on
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "output_dir": str(self.output_dir)}
@@ -75,7 +77,13 @@ def data_folder(cfg: Config) -> tuple[Path, int | None]:
 
 
 def load_split(cfg: Config, split: str) -> tuple[datasets.Dataset, str, int | None]:
-    """The rows of one exported split, with the data folder and version they came from."""
+    """The rows of one exported split, with the data folder and version they came from. Under several
+    processes rank 0 goes first: it alone exports a missing version and fills the datasets cache."""
+    with main_process_first():
+        return _load_split(cfg, split)
+
+
+def _load_split(cfg: Config, split: str) -> tuple[datasets.Dataset, str, int | None]:
     import datasets
 
     folder, version = data_folder(cfg)
@@ -240,9 +248,32 @@ def _losses(trainer) -> tuple[list[float], float | None]:
 def finish(trainer, cfg: Config, method: str, model_name: str, data: str, version: int | None, out: Path,
            counter, **extra) -> TrainSummary:
     """Save the model (LoRA: the adapter in adapter/ and the merged model), the tokenizer, the
-    resolved config (train.yaml) and summary.json; return the summary."""
-    import yaml
+    resolved config (train.yaml) and summary.json; return the summary.
 
+    Every process of a multi-process run calls this (a ZeRO-3 / FSDP model is gathered from all of
+    them); only the main process writes, the others wait until it has, and all return the summary."""
+    losses, train_loss = _losses(trainer)
+    accelerator = getattr(trainer, "accelerator", None)
+    processes = accelerator.num_processes if accelerator is not None else 1
+    # DeepSpeed / FSDP shard the weights even in one process: they save through the Trainer
+    distributed = accelerator is not None and (processes > 1 or _sharded(accelerator))
+    if distributed:
+        _save_distributed(trainer, accelerator, out, extra)
+    else:
+        _save(trainer, out)
+    summary = TrainSummary(method=method, model=model_name, data=data, version=version, output_dir=out,
+                           steps=trainer.state.global_step, tokens=counter.tokens, runtime_s=round(counter.runtime_s, 3),
+                           tokens_per_s=round(counter.tokens_per_s, 1), final_loss=losses[-1] if losses else None,
+                           train_loss=train_loss, device=device(), extra=extra, losses=losses, processes=processes)
+    if not distributed or accelerator.is_main_process:
+        _write_run_files(cfg, out, summary)
+    if distributed:
+        accelerator.wait_for_everyone()  # nobody returns (or pushes) before the model is on disk
+    return summary
+
+
+def _save(trainer, out: Path) -> None:
+    """One process: the model as trained (LoRA: adapter/ and the merged model) and the tokenizer."""
     out.mkdir(parents=True, exist_ok=True)
     model = trainer.accelerator.unwrap_model(trainer.model) if hasattr(trainer, "accelerator") else trainer.model
     if hasattr(model, "merge_and_unload"):  # a peft model
@@ -250,14 +281,34 @@ def finish(trainer, cfg: Config, method: str, model_name: str, data: str, versio
         model = model.merge_and_unload()
     model.save_pretrained(out, safe_serialization=True)
     trainer.processing_class.save_pretrained(out)
+
+
+def _sharded(accelerator) -> bool:
+    return accelerator.distributed_type.value in ("DEEPSPEED", "FSDP")
+
+
+def _save_distributed(trainer, accelerator, out: Path, extra: dict) -> None:
+    """Several processes. DDP: every process holds the whole model, the main one saves it as `_save` does.
+    DeepSpeed / FSDP: the weights are sharded; the Trainer's save_model gathers them (a collective: every
+    process calls it) and writes on the main process. A LoRA run there saves the adapter only: merging
+    needs the base weights whole on one process (merge adapter/ into the base model afterwards)."""
+    if _sharded(accelerator):
+        peft = hasattr(accelerator.unwrap_model(trainer.model), "merge_and_unload")
+        trainer.save_model(str(out / "adapter" if peft else out))
+        if peft:
+            extra["merged"] = "no (DeepSpeed/FSDP with LoRA: adapter/ only)"
+        if accelerator.is_main_process:
+            trainer.processing_class.save_pretrained(out)
+    elif accelerator.is_main_process:
+        _save(trainer, out)
+
+
+def _write_run_files(cfg: Config, out: Path, summary: TrainSummary) -> None:
+    import yaml
+
+    out.mkdir(parents=True, exist_ok=True)
     (out / "train.yaml").write_text(yaml.safe_dump(cfg.resolved(), sort_keys=False), encoding="utf-8")
-    losses, train_loss = _losses(trainer)
-    summary = TrainSummary(method=method, model=model_name, data=data, version=version, output_dir=out,
-                           steps=trainer.state.global_step, tokens=counter.tokens, runtime_s=round(counter.runtime_s, 3),
-                           tokens_per_s=round(counter.tokens_per_s, 1), final_loss=losses[-1] if losses else None,
-                           train_loss=train_loss, device=device(), extra=extra, losses=losses)
     (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
-    return summary
 
 
 def print_train_summary(summary: TrainSummary, console) -> None:
@@ -269,7 +320,8 @@ def print_train_summary(summary: TrainSummary, console) -> None:
     table = Table(title=f"train {summary.method}", show_header=False)
     for key, value in (("model", summary.model), ("data", summary.data),
                        ("version", "-" if summary.version is None else f"v{summary.version}"),
-                       ("device", summary.device), ("steps", f"{summary.steps:,}"), ("tokens", f"{summary.tokens:,}"),
+                       ("device", summary.device if summary.processes == 1
+                        else f"{summary.device} x {summary.processes} processes"), ("steps", f"{summary.steps:,}"), ("tokens", f"{summary.tokens:,}"),
                        ("runtime", f"{summary.runtime_s:.1f} s"), ("tokens/s", f"{summary.tokens_per_s:,.1f}"),
                        ("final loss", loss(summary.final_loss)), ("mean train loss", loss(summary.train_loss)),
                        *((k, str(v)) for k, v in summary.extra.items())):
