@@ -52,8 +52,12 @@ class BuildSummary:
     requests_failed: Counter = field(default_factory=Counter)  # error -> count
     tokens_in: int = 0
     tokens_out: int = 0
+    tokens_reasoning: int = 0  # of tokens_out, reasoning (where the API reports it)
     cost: float = 0.0
     priced: bool = False
+    cost_online: float = 0.0  # what the same answers cost through the online path (differs for mode: batch)
+    batched: bool = False  # some teacher ran in mode: batch
+    requests_in_batches: int = 0  # submitted to a Batch API and not collected yet (--no-wait)
     wall_s: float = 0.0
     interrupted: bool = False
 
@@ -231,8 +235,16 @@ def _pending(store: Store, teacher: str) -> tuple[int, int, Iterator[Request]]:
 def _generate(tcfg: TeacherConfig, teacher: Teacher, requests: Iterator[Request], total: int,
               writer: ResponseWriter, summary: BuildSummary, console: Console, interval_s: float = 30.0) -> None:
     with WorkProgress(console, f"{tcfg.name} ({tcfg.backend}:{tcfg.model})", total, interval_s) as progress:
+        watch = getattr(teacher, "watch_progress", None)  # a RayTeacher shows its replicas alive
+        if watch:
+            watch(progress)
+        stores = getattr(teacher, "stores_responses", False)  # batch mode commits its answers itself
+        if not stores and hasattr(teacher, "on_attempt"):  # a mark per call: a kill keeps the attempts in flight
+            teacher.on_attempt = writer.put
+        online_cost = getattr(teacher, "online_cost", None)
         for response in teacher.generate(requests):
-            writer.put(response)
+            if not stores:
+                writer.put(response)
             summary.requests_sent += 1
             if response.ok:
                 summary.requests_ok += 1
@@ -240,9 +252,11 @@ def _generate(tcfg: TeacherConfig, teacher: Teacher, requests: Iterator[Request]
                 summary.requests_failed[response.error.split(":")[0]] += 1
             summary.tokens_in += response.prompt_tokens or 0
             summary.tokens_out += response.completion_tokens or 0
+            summary.tokens_reasoning += response.reasoning_tokens or 0
             if response.cost is not None:
                 summary.cost += response.cost
                 summary.priced = True
+                summary.cost_online += (online_cost(response) or 0.0) if online_cost else response.cost
             progress.advance(response.ok, response.completion_tokens or 0)
 
 
@@ -256,11 +270,33 @@ def _record_run(cfg: Config, store: Store, run_id: str) -> None:
               [run_id, "build dataset", datetime.now(timezone.utc), json.dumps(resolved), cfg.config_hash()])
 
 
-def build_dataset(cfg: Config, console: Console | None = None,
-                  teachers: dict[str, Teacher] | None = None) -> BuildSummary:
-    """Run the build; `teachers` overrides backends by name (tests pass canned teachers)."""
+def _make_teacher(cfg: Config, tcfg: TeacherConfig, console: Console) -> Teacher:
+    """The teacher of `tcfg` in this process, or its replicas on Ray (build.executor: ray)."""
     from factory.teachers import make_teacher
 
+    if cfg.build.executor != "ray":
+        return make_teacher(tcfg)
+    from factory.distributed import RayTeacher, needs_cluster
+
+    if not needs_cluster(tcfg):
+        console.print(f"teacher '{tcfg.name}' ({tcfg.backend}) needs no cluster: it runs in this process", highlight=False)
+        return make_teacher(tcfg)
+    return RayTeacher(tcfg, cfg.build.ray)
+
+
+def _batch_teacher(tcfg: TeacherConfig, store: Store, wait: bool, console: Console) -> Teacher | None:
+    """The openai teacher in mode: batch (it needs the store: its batches live there), else None."""
+    if getattr(tcfg, "mode", "online") != "batch":
+        return None
+    from factory.teachers.openai_batch import OpenAIBatchTeacher
+
+    return OpenAIBatchTeacher(tcfg, store, wait=wait, on_event=lambda msg: console.print(msg, highlight=False))
+
+
+def build_dataset(cfg: Config, console: Console | None = None,
+                  teachers: dict[str, Teacher] | None = None, wait_batches: bool = True) -> BuildSummary:
+    """Run the build; `teachers` overrides backends by name (tests pass canned teachers). With
+    `wait_batches` False, teachers in mode: batch submit and return (`factory build dataset --no-wait`)."""
     console = console or Console(stderr=True)
     started = time.monotonic()
     prompts = Prompts(cfg.path(cfg.prompts_dir))
@@ -276,9 +312,14 @@ def build_dataset(cfg: Config, console: Console | None = None,
                 summary.requests_cached += planned - total
                 if total == 0:
                     continue  # nothing to ask: the model is never loaded
-                teacher = (teachers or {}).get(tcfg.name) or make_teacher(tcfg)
+                teacher = ((teachers or {}).get(tcfg.name) or _batch_teacher(tcfg, store, wait_batches, console)
+                           or _make_teacher(cfg, tcfg, console))
                 try:
                     _generate(tcfg, teacher, pending, total, writer, summary, console, cfg.build.progress_interval_s)
+                    stats = getattr(teacher, "stats", None)
+                    if getattr(teacher, "stores_responses", False) and stats is not None:
+                        summary.batched = True
+                        summary.requests_in_batches += stats.in_flight
                 finally:
                     close = getattr(teacher, "close", None)
                     if close:

@@ -66,15 +66,63 @@ def _load(config: Path, overrides: list[str] | None):
 
 
 @build_app.command("dataset")
-def build_dataset_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
+def build_dataset_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
+                      no_wait: Annotated[bool, typer.Option(
+                          "--no-wait", help="Teachers in mode: batch submit their batches and exit; a later build "
+                                            "collects what finished.")] = False) -> None:
     """Render seeds through the prompts, ask the teachers, store every answer (resumable); filter and export."""
     from factory.pipeline import EXIT_INTERRUPTED, run_pipeline
 
-    result = run_pipeline(_load(config, set_), console=console)
-    if result.stopped and result.exit_code != EXIT_INTERRUPTED:  # Ctrl-C: the summary says so, as any tool would
+    result = run_pipeline(_load(config, set_), console=console, wait_batches=not no_wait)
+    if result.stopped and result.exit_code == 0:  # batches in flight (--no-wait): not an error
+        console.print(result.stopped, highlight=False)
+    elif result.stopped and result.exit_code != EXIT_INTERRUPTED:  # Ctrl-C: the summary says so, as any tool would
         _fail(result.stopped, result.exit_code)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+@app.command("batches")
+def batches_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
+    """List the Batch API batches of teachers in mode: batch, with their status and counts (as last polled)."""
+    from factory.store import Store
+    from factory.teachers.openai_batch import list_batches
+
+    cfg = _load(config, set_)
+    if not cfg.store_path.exists():
+        _fail(f"{cfg.store_path}: no store yet; run `factory build dataset` first")
+    with Store(cfg.store_path, read_only=True) as store:
+        rows = list_batches(store)
+    if not rows:
+        console.print("no batches", highlight=False)
+    for b in rows:
+        c = b["counts"]
+        counts = f"{c.get('completed', 0)} done, {c.get('failed', 0)} failed of {b['request_count']}"
+        when = f"submitted {b['submitted_at']:%Y-%m-%d %H:%M}" if b["submitted_at"] else "not submitted"
+        state = "collected" if b["collected_at"] else "in flight"
+        print(f"{b['provider_batch_id'] or b['batch_id']}  {b['teacher']}  {b['status']}  {counts}  {when}  {state}"
+              + (f"  ({b['message']})" if b["message"] else ""))
+
+
+@app.command("import-batch")
+def import_batch_cmd(output: Annotated[Path, typer.Argument(help="A Batch API output JSONL file (OpenAI's or "
+                                                                 "`vllm run-batch -o`).")],
+                     config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None) -> None:
+    """Store the answers of a batch output file, matched to planned requests by custom_id."""
+    from factory.store import Store
+    from factory.teachers.openai_batch import import_batch_output
+
+    cfg = _load(config, set_)
+    if not output.is_file():
+        _fail(f"{output}: no such file")
+    with Store(cfg.store_path) as store:
+        s = import_batch_output(store, output, {t.name: t for t in cfg.teachers})
+    console.print(f"{output}: {s.lines} lines, {s.stored} answers stored, {s.errors} errors, {s.already} already "
+                  f"answered, {s.unknown_count} unknown custom_id" + (f" (e.g. {s.unknown[0]})" if s.unknown else "")
+                  + (f", {len(s.bad_lines)} bad lines (e.g. line {s.bad_lines[0]})" if s.bad_lines else ""),
+                  highlight=False)
+    if s.lines and s.unknown_count + len(s.bad_lines) == s.lines:
+        _fail(f"{output}: no line matches a planned request (is this the right project?)")
 
 
 @app.command("filter")
@@ -139,37 +187,69 @@ PushOpt = Annotated[bool, typer.Option("--push-to-hub", help="Push the trained m
                                                              "(token from HF_TOKEN).")]
 
 
-def _train(method: str, config: Path, set_: list[str] | None, push_to_hub: bool) -> None:
+ProcessesOpt = Annotated[int, typer.Option(
+    "--num-processes", min=1, help="Train data-parallel on N processes (one per GPU; CPU processes without a "
+                                   "GPU): re-runs this command under `accelerate launch`.")]
+AccelerateOpt = Annotated[Optional[Path], typer.Option(
+    "--accelerate-config", help="An accelerate config file for the launch (DeepSpeed ZeRO-2/3, FSDP, several "
+                                "machines): see configs/accelerate/.")]
+
+
+def _train(method: str, config: Path, set_: list[str] | None, push_to_hub: bool, num_processes: int = 1,
+           accelerate_config: Path | None = None) -> None:
     import importlib
 
     from factory.train.common import print_train_summary, push_model
+    from factory.train.launch import is_main_process, world_size
 
     cfg = _load(config, set_)
+    if world_size() == 1 and (num_processes > 1 or accelerate_config is not None):
+        _launch(cfg, method, config, set_, push_to_hub, num_processes, accelerate_config)
+    main = is_main_process()  # under a launcher: rank 0 alone prints, saves and pushes
     fn = getattr(importlib.import_module(f"factory.train.{method}"), f"train_{method}")
-    summary = fn(cfg, console=console)
+    summary = fn(cfg, console=console if main else Console(stderr=True, quiet=True))
+    if not main:
+        return
     print_train_summary(summary, console)
     if push_to_hub:
         console.print(f"pushed -> {push_model(cfg, summary)}", highlight=False)
 
 
+def _launch(cfg, method: str, config: Path, set_: list[str] | None, push_to_hub: bool, num_processes: int,
+            accelerate_config: Path | None) -> None:
+    """Re-run `factory train <method>` in num_processes processes under `accelerate launch`; exits."""
+    from factory.train.common import TrainError, data_folder
+    from factory.train.launch import relaunch
+
+    if accelerate_config is not None and not accelerate_config.is_file():
+        raise TrainError(f"--accelerate-config: {accelerate_config} does not exist")
+    data_folder(cfg)  # here, once: a missing export is written by one process, a bad version fails in one line
+    args = ["train", method, "-c", str(config), *(a for s in set_ or [] for a in ("--set", s)),
+            *(["--push-to-hub"] if push_to_hub else [])]
+    raise typer.Exit(relaunch(args, num_processes, accelerate_config))
+
+
 @train_app.command("sft")
-def train_sft_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None, push_to_hub: PushOpt = False) -> None:
+def train_sft_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None, push_to_hub: PushOpt = False,
+                  num_processes: ProcessesOpt = 1, accelerate_config: AccelerateOpt = None) -> None:
     """Supervised fine-tuning (TRL SFTTrainer) on the `sft` split: loss on the assistant turn only."""
-    _train("sft", config, set_, push_to_hub)
+    _train("sft", config, set_, push_to_hub, num_processes, accelerate_config)
 
 
 @train_app.command("dpo")
-def train_dpo_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None, push_to_hub: PushOpt = False) -> None:
+def train_dpo_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None, push_to_hub: PushOpt = False,
+                  num_processes: ProcessesOpt = 1, accelerate_config: AccelerateOpt = None) -> None:
     """Preference training (TRL DPOTrainer) on the `dpo` split: verified vs failed traces of a seed."""
-    _train("dpo", config, set_, push_to_hub)
+    _train("dpo", config, set_, push_to_hub, num_processes, accelerate_config)
 
 
 @train_app.command("distill")
 def train_distill_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
-                      push_to_hub: PushOpt = False) -> None:
+                      push_to_hub: PushOpt = False, num_processes: ProcessesOpt = 1,
+                      accelerate_config: AccelerateOpt = None) -> None:
     """Distillation: soft labels from stored teacher logprobs (train.distill.mode=soft_labels) or
     on-policy with a teacher model (mode=on_policy, TRL DistillationTrainer)."""
-    _train("distill", config, set_, push_to_hub)
+    _train("distill", config, set_, push_to_hub, num_processes, accelerate_config)
 
 
 @app.command("eval")

@@ -97,13 +97,30 @@ class OpenAITeacherConfig(TeacherBase):
     max_concurrency: int = Field(default=64, ge=1)
     rpm: int | None = Field(default=None, ge=1)  # requests per minute
     tpm: int | None = Field(default=None, ge=1)  # tokens per minute (prompt + completion)
-    timeout_s: float = Field(default=120.0, gt=0)
+    # a whole call may take this long (reasoning traces take minutes); a dead connection is found by
+    # idle_timeout_s instead: no byte for that long (streamed) or no answer at all (not streamed)
+    timeout_s: float = Field(default=1800.0, gt=0)
+    idle_timeout_s: float = Field(default=120.0, gt=0)
+    stream: bool = True  # stream answers (SSE), so a slow but live generation is never taken for a dead one
     max_retries: int = Field(default=6, ge=0)
     use_n: bool = True  # ask for all samples of one prompt in one call (n=k) where the server honours it
-    extra_body: dict[str, Any] = Field(default_factory=dict)
+    reasoning_effort: str | None = None  # sent as `reasoning_effort` (low / medium / high) when set
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # merged into every request body (thinking budgets...)
     # cost accounting (USD per million tokens): only this backend reports token costs
     price_in_per_mtok: float | None = None
     price_out_per_mtok: float | None = None
+    # mode: batch sends pending requests through the provider's Batch API (teachers/openai_batch.py):
+    # files split at the provider's limits, polled with backoff from poll_interval_s up to poll_max_interval_s
+    mode: Literal["online", "batch"] = "online"
+    batch_max_requests: int = Field(default=50_000, ge=1)  # requests per batch file (OpenAI: 50,000)
+    batch_max_bytes: int = Field(default=190_000_000, ge=1024)  # bytes per batch file (OpenAI: 200 MB)
+    batch_completion_window: str = "24h"
+    poll_interval_s: float = Field(default=30.0, gt=0)
+    poll_max_interval_s: float = Field(default=600.0, gt=0)
+    # batch prices (USD per million tokens); unset: the online price times batch_discount
+    price_in_per_mtok_batch: float | None = None
+    price_out_per_mtok_batch: float | None = None
+    batch_discount: float = Field(default=0.5, gt=0, le=1)
 
 
 class VLLMTeacherConfig(TeacherBase):
@@ -139,6 +156,23 @@ FLAT_TEACHER_DEFAULTS: dict[str, Any] = {
     "engine_args": {}, "chunk_size": 1024, "price_in_per_mtok": None, "price_out_per_mtok": None}
 
 
+# how long a call may wait, and whether it streams, shape no corpus
+_UNHASHED_TEACHER_KEYS = frozenset({"idle_timeout_s", "stream"}) | {
+    # batch or online, and at what price, changes what a run costs, not what it asks
+    "mode", "batch_max_requests", "batch_max_bytes", "batch_completion_window", "poll_interval_s",
+    "poll_max_interval_s", "price_in_per_mtok_batch", "price_out_per_mtok_batch", "batch_discount"}
+
+
+def _hashed_teacher(t: dict[str, Any]) -> dict[str, Any]:
+    """A teacher's keys as config_hash sees them. Keys at their default are left out (FLAT_TEACHER_DEFAULTS
+    fills the old ones back in): adding a key, or raising a default (timeout_s), never changes the hash of a
+    config that does not set it."""
+    fields = TEACHER_BACKENDS[t["backend"]].model_fields if t.get("backend") in TEACHER_BACKENDS else {}
+    return {k: v for k, v in t.items()
+            if k not in _UNHASHED_TEACHER_KEYS
+            and (k in TeacherBase.model_fields or k not in fields or fields[k].get_default(call_default_factory=True) != v)}
+
+
 def teacher_config(**fields: Any) -> TeacherConfig:
     """A validated teacher config from keyword settings (the member is chosen by `backend`, default
     local); raises ConfigError with one line naming the bad setting."""
@@ -168,9 +202,23 @@ class GenerationConfig(SamplingConfig):
         return self.model_dump(exclude={"samples_per_seed"})
 
 
+class RayConfig(Strict):
+    """Where and how `build.executor: ray` runs (factory/distributed.py); shapes no output."""
+
+    address: str | None = None  # a running cluster; else $RAY_ADDRESS; else a local one is started
+    replicas: int = Field(default=2, ge=1)  # teacher replicas (Ray actors), each loads the model once
+    cpus_per_replica: float = Field(default=1.0, gt=0)
+    gpus_per_replica: float = Field(default=0.0, ge=0)  # vllm: tensor x pipeline parallel size
+    shard_size: int = Field(default=64, ge=1)  # requests per task sent to a replica
+    check_batch: int = Field(default=256, ge=1)  # items per Ray task of the filter's checks
+
+
 class BuildConfig(Strict):
     max_failure_rate: float = Field(default=0.05, ge=0, le=1)  # exit non-zero above this
     progress_interval_s: float = Field(default=30.0, gt=0)  # off a terminal: one progress line this often
+    # where teachers and the filter's CPU-heavy checks run: this process, or a Ray cluster
+    executor: Literal["local", "ray"] = "local"
+    ray: RayConfig = Field(default_factory=RayConfig)
 
 
 class QualityConfig(Strict):
@@ -412,8 +460,10 @@ class Config(Strict):
         """Hash of what shapes the corpus: training, eval, publishing and refresh settings are left out,
         so changing them never makes a new dataset version."""
         data = {k: v for k, v in self.resolved().items() if k not in ("train", "eval", "publish", "refresh")}
-        data["teachers"] = [FLAT_TEACHER_DEFAULTS | t for t in data["teachers"]]  # see FLAT_TEACHER_DEFAULTS
+        data["teachers"] = [FLAT_TEACHER_DEFAULTS | _hashed_teacher(t) for t in data["teachers"]]  # see FLAT_TEACHER_DEFAULTS
         data["build"].pop("progress_interval_s", None)  # how often progress is logged shapes nothing
+        for where in ("executor", "ray"):  # where the work runs shapes nothing either (same rows)
+            data["build"].pop(where, None)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -138,7 +138,13 @@ def verify_math(store: Store, cfg: Config) -> int:
                  AND NOT coalesce(p.truncated, FALSE)
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
     items = ((r["request_id"], r["answer"], r["reference"]) for rows in _batches(store, query) for r in rows)
-    verdicts = check_math(items, timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers)
+    if cfg.build.executor == "ray":  # batches as Ray tasks; the verdicts are written here as locally
+        from factory import distributed
+
+        verdicts = distributed.check_math(items, timeout_s=cfg.filter.verify_timeout_s,
+                                          batch_size=cfg.build.ray.check_batch)
+    else:
+        verdicts = check_math(items, timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers)
     return _write_checks_streaming(store, _verify_rows(verdicts), every=1000)
 
 
@@ -150,8 +156,15 @@ def verify_code(store: Store, cfg: Config) -> int:
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
     items = ((r["request_id"], r["problem"], r["answer"], r["tests"], r["entry_point"])
              for rows in _batches(store, query) for r in rows)
-    verdicts = check_code(items, wall_s=cfg.filter.sandbox_wall_s, workers=cfg.filter.verify_workers,
-                          allow_weak=cfg.filter.code.allow_weak_sandbox)
+    if cfg.build.executor == "ray":
+        from factory import distributed
+
+        verdicts = distributed.check_code(items, wall_s=cfg.filter.sandbox_wall_s,
+                                          allow_weak=cfg.filter.code.allow_weak_sandbox,
+                                          batch_size=max(1, cfg.build.ray.check_batch // 8))  # a test run costs more
+    else:
+        verdicts = check_code(items, wall_s=cfg.filter.sandbox_wall_s, workers=cfg.filter.verify_workers,
+                              allow_weak=cfg.filter.code.allow_weak_sandbox)
     return _write_checks_streaming(store, _verify_rows(verdicts), every=100)
 
 
@@ -237,8 +250,15 @@ def signatures_for(store: Store, cfg: Config, ids: list[str], texts: list[str]) 
         store.con.unregister("_ids")
     missing = [i for i, id_ in enumerate(ids) if id_ not in have]
     if missing:
-        sigs = minhash_signatures([texts[i] for i in missing], num_perm=cfg.filter.minhash_perm,
-                                  ngram=cfg.filter.minhash_ngram)
+        if cfg.build.executor == "ray":
+            from factory import distributed
+
+            sigs = distributed.minhash_signatures([texts[i] for i in missing], num_perm=cfg.filter.minhash_perm,
+                                                  ngram=cfg.filter.minhash_ngram,
+                                                  batch_size=8 * cfg.build.ray.check_batch)
+        else:
+            sigs = minhash_signatures([texts[i] for i in missing], num_perm=cfg.filter.minhash_perm,
+                                      ngram=cfg.filter.minhash_ngram)
         rows = [{"id": ids[i], "params": params, "sig": sigs[j].astype(SIG_DTYPE).tobytes()} for j, i in enumerate(missing)]
         store._insert("signatures", pa.Table.from_pylist(rows))
         for j, i in enumerate(missing):

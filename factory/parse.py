@@ -60,6 +60,8 @@ THINK_CLOSE = "</think>"
 # errors
 NO_ANSWER = "no_answer"
 UNCLOSED_THINK = "unclosed_think"
+# the length limit hit inside the reasoning: a <think> never closed, or a reasoning field with no answer after it
+TRUNCATED_IN_REASONING = "truncated_in_reasoning"
 HEDGED = "hedged_answer"
 UNCLOSED_CODE = "unclosed_code_block"
 
@@ -643,7 +645,10 @@ def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
     if op >= 0:
         tail = region[op + len(THINK_OPEN):].strip()
         reasoning = ((reasoning + "\n") if reasoning else "") + tail if tail else reasoning
-        return Parsed(reasoning or None, None, False, None, truncated, UNCLOSED_THINK)
+        return Parsed(reasoning or None, None, False, None, truncated,
+                      TRUNCATED_IN_REASONING if truncated else UNCLOSED_THINK)
+    if truncated and reasoning and not region.strip():  # cut off before any answer began
+        return Parsed(reasoning, None, False, None, truncated, TRUNCATED_IN_REASONING)
 
     if domain == "code":
         scan = region[-CODE_SCAN_CHARS:]

@@ -40,12 +40,12 @@ class PipelineResult:
 
 
 def run_pipeline(cfg: Config, console: Console | None = None, teachers: dict | None = None,
-                 judges: dict | None = None, export: bool = True) -> PipelineResult:
+                 judges: dict | None = None, export: bool = True, wait_batches: bool = True) -> PipelineResult:
     """Generate what is missing, filter into a version, export it (unless `export` is False: refresh
     exports only what it publishes). `teachers` / `judges` override backends by name (tests)."""
     console = console or Console(stderr=True)
     started = time.monotonic()
-    build = build_dataset(cfg, console=console, teachers=teachers)
+    build = build_dataset(cfg, console=console, teachers=teachers, wait_batches=wait_batches)
     result = PipelineResult(build)
     result.stages_s["plan + generate"] = time.monotonic() - started
     print_build_summary(build, console)
@@ -55,6 +55,9 @@ def run_pipeline(cfg: Config, console: Console | None = None, teachers: dict | N
         result.stopped = (f"{build.failure_rate:.1%} of requests failed (bound: build.max_failure_rate = "
                           f"{cfg.build.max_failure_rate:.1%}); failed requests are stored and retried on the next run")
         result.exit_code = EXIT_TOO_MANY_FAILURES
+    elif build.requests_in_batches:  # --no-wait: nothing to filter until the batches are collected
+        result.stopped = (f"{build.requests_in_batches} requests are in batches in flight (`factory batches` lists "
+                          "them); run `factory build dataset` again to collect them")
     if result.stopped:
         return result
     started = time.monotonic()

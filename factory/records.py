@@ -57,6 +57,10 @@ class Request:
         return content_hash("request", self.prompt_id, self.sample_index)
 
 
+# the error of a mark stored before a call (attempts=1): a run killed during the call keeps the attempt
+IN_FLIGHT = "in_flight"
+
+
 @dataclass
 class Response:
     """What a teacher answered for one request, or the error it ended with.
@@ -69,15 +73,20 @@ class Response:
     teacher: str
     model: str
     text: str | None = None
-    reasoning: str | None = None  # a separate reasoning_content field, when the API gives one
+    reasoning: str | None = None  # the reasoning, kept apart from the answer in `text`
     finish_reason: str | None = None
     prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    completion_tokens: int | None = None  # reasoning tokens included (as APIs bill them)
+    reasoning_tokens: int | None = None  # usage.completion_tokens_details.reasoning_tokens, when reported
     logprobs: list[dict[str, Any]] | None = None
     latency_s: float | None = None
     cost: float | None = None
     error: str | None = None  # short reason, e.g. "http_500", "timeout", "bad_json: ..."
+    # calls made for this request, counted once per call: the samples asked together (n=k) count
+    # the call on the first of them only, so attempts summed over requests = calls made
     attempts: int = 1
+    # of `attempts`, how many were already stored by an IN_FLIGHT mark (ResponseWriter adds the rest)
+    attempts_noted: int = 0
 
     @property
     def ok(self) -> bool:

@@ -75,7 +75,8 @@ class ReportData:
     """Everything the report shows; `version` is None when the store has no (such) version."""
 
     seeds: list[tuple]
-    teachers: list[tuple]  # teacher, model, requests, ok, failed, unanswered, tokens in, tokens out, cost, latency
+    # teacher, model, requests, ok, failed, unanswered, tokens in, tokens out, cost, latency, reasoning tokens (of out)
+    teachers: list[tuple]
     errors: list[tuple]  # teacher, reason, requests, attempts, an example message
     versions: list[dict]  # version, created_at, counts, funnel, diversity (oldest first)
     version: dict | None = None
@@ -100,7 +101,7 @@ def gather(cfg: Config, version: int | None = None, samples: bool = False) -> Re
                 SELECT q.teacher, q.model, count(*), count(s.request_id) FILTER (s.error IS NULL),
                        count(s.request_id) FILTER (s.error IS NOT NULL), count(*) - count(s.request_id),
                        coalesce(sum(s.prompt_tokens), 0), coalesce(sum(s.completion_tokens), 0), sum(s.cost),
-                       avg(s.latency_s) FILTER (s.error IS NULL)
+                       avg(s.latency_s) FILTER (s.error IS NULL), coalesce(sum(s.reasoning_tokens), 0)
                 FROM requests q LEFT JOIN responses s USING (request_id) GROUP BY ALL ORDER BY ALL"""),
             errors=store.sql("""SELECT teacher, split_part(error, ':', 1) AS reason, count(*), sum(attempts),
                                        left(min(error), 120)
@@ -191,10 +192,10 @@ def report_tables(data: ReportData) -> dict[str, ReportTable]:
         "seeds": ReportTable("seeds", ("source", "domain", "seeds"), [tuple(map(_num, r)) for r in data.seeds]),
         "teachers": ReportTable(
             "requests per teacher (all ever planned)",
-            ("teacher", "model", "requests", "ok", "failed", "unanswered", "tokens in", "tokens out", "cost $",
-             "latency s"),
-            [(t, m, *map(_num, (n, ok, bad, left, tin, tout)), _money(cost), _num(lat, 3))
-             for t, m, n, ok, bad, left, tin, tout, cost, lat in data.teachers]),
+            ("teacher", "model", "requests", "ok", "failed", "unanswered", "tokens in", "tokens out",
+             "reasoning", "answer", "cost $", "latency s"),
+            [(t, m, *map(_num, (n, ok, bad, left, tin, tout, think, tout - think)), _money(cost), _num(lat, 3))
+             for t, m, n, ok, bad, left, tin, tout, cost, lat, think in data.teachers]),
     }
     if data.errors:
         tables["errors"] = ReportTable("errors", ("teacher", "reason", "requests", "attempts", "example"),
@@ -325,8 +326,12 @@ def print_build_summary(summary: BuildSummary, console: Console) -> None:
     table.add_row("requests", f"{summary.requests_planned} planned, {summary.requests_cached} cached, "
                   f"{summary.requests_sent} sent, {summary.requests_ok} ok, {failed} failed"
                   + (f" ({reasons})" if reasons else ""))
-    table.add_row("tokens", f"{summary.tokens_in:,} in, {summary.tokens_out:,} out")
+    think = getattr(summary, "tokens_reasoning", 0)
+    table.add_row("tokens", f"{summary.tokens_in:,} in, {summary.tokens_out:,} out"
+                  + (f" ({think:,} reasoning, {summary.tokens_out - think:,} answer)" if think else ""))
     table.add_row("cost", f"${summary.cost:,.4f}" if summary.priced else "n/a (no price configured)")
+    if summary.priced and getattr(summary, "batched", False):  # mode: batch: next to what online would cost
+        table.add_row("cost online", f"${summary.cost_online:,.4f} (batch saves ${summary.cost_online - summary.cost:,.4f})")
     # the whole run's wall time (filter and export too) is the pipeline's last line
     table.add_row("generation", _seconds(summary.wall_s) + " plan + generate"
                   + (" (interrupted)" if summary.interrupted else ""))

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from factory.errors import StoreBusy, StoreError
-from factory.records import Request, Response, Seed
+from factory.records import IN_FLIGHT, Request, Response, Seed
 
 # Applied in order, each once; the store remembers how many ran. Append, never edit.
 MIGRATIONS: list[str] = [
@@ -76,6 +76,21 @@ MIGRATIONS: list[str] = [
     CREATE TABLE reference_checks (reference VARCHAR PRIMARY KEY, usable BOOLEAN NOT NULL, status VARCHAR,
         detail VARCHAR, checked_at TIMESTAMP DEFAULT current_timestamp);
     """,
+    # reasoning models: usage.completion_tokens_details.reasoning_tokens (part of completion_tokens)
+    """
+    ALTER TABLE responses ADD COLUMN reasoning_tokens INTEGER;
+    """,
+    # mode: batch (teachers/openai_batch.py): one row per batch file, written before it is submitted, so a
+    # killed build resumes polling what it submitted and never submits a request twice while its batch lives
+    """
+    CREATE TABLE batches (
+        batch_id VARCHAR PRIMARY KEY, provider_batch_id VARCHAR, teacher VARCHAR NOT NULL, status VARCHAR NOT NULL,
+        input_file_id VARCHAR, output_file_id VARCHAR, error_file_id VARCHAR, request_count INTEGER,
+        counts JSON, message VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp, submitted_at TIMESTAMP,
+        finished_at TIMESTAMP, collected_at TIMESTAMP);
+    CREATE TABLE batch_requests (batch_id VARCHAR NOT NULL, request_id VARCHAR NOT NULL,
+        PRIMARY KEY (batch_id, request_id));
+    """,
 ]
 
 _SEED_SCHEMA = pa.schema([(n, pa.string()) for n in
@@ -84,11 +99,12 @@ _REQUEST_SCHEMA = pa.schema([(n, pa.string()) for n in
                              ("request_id", "prompt_id", "seed_id", "teacher", "model", "template", "messages", "params")]
                             + [("sample_index", pa.int32())])
 _RESPONSE_COLUMNS = ("request_id", "teacher", "model", "text", "reasoning", "finish_reason", "prompt_tokens",
-                     "completion_tokens", "logprobs", "latency_s", "cost", "error", "attempts")
+                     "completion_tokens", "reasoning_tokens", "logprobs", "latency_s", "cost", "error", "attempts")
 _RESPONSE_SCHEMA = pa.schema(
     [(n, pa.string()) for n in _RESPONSE_COLUMNS[:6]]
-    + [("prompt_tokens", pa.int32()), ("completion_tokens", pa.int32()), ("logprobs", pa.string()),
-       ("latency_s", pa.float64()), ("cost", pa.float64()), ("error", pa.string()), ("attempts", pa.int32())])
+    + [("prompt_tokens", pa.int32()), ("completion_tokens", pa.int32()), ("reasoning_tokens", pa.int32()),
+       ("logprobs", pa.string()), ("latency_s", pa.float64()), ("cost", pa.float64()), ("error", pa.string()),
+       ("attempts", pa.int32())])
 
 
 def _json(value) -> str | None:
@@ -200,12 +216,28 @@ class Store:
 
     def add_responses(self, responses: Iterable[Response], con: duckdb.DuckDBPyConnection | None = None) -> None:
         """Store responses. A success is final; an error row is replaced by a later success or
-        error of the same request, and attempts add up across runs."""
-        rows = []
+        error of the same request, and attempts add up across runs.
+
+        An IN_FLIGHT mark (written before a call) stores its attempt at once, so a run killed
+        during the call keeps it; the answer then adds only the attempts no mark stored. A mark
+        and the answer of the same request in one group make one row (no extra row written)."""
+        rows: dict[str, dict] = {}
         for r in responses:
-            row = {c: getattr(r, c) for c in _RESPONSE_COLUMNS}
-            row["logprobs"] = _json(r.logprobs)
-            rows.append(row)
+            row = rows.get(r.request_id)
+            if r.error == IN_FLIGHT:
+                if row is None:
+                    rows[r.request_id] = {"request_id": r.request_id, "teacher": r.teacher, "model": r.model,
+                                          "error": IN_FLIGHT, "attempts": r.attempts}
+                else:
+                    row["attempts"] += r.attempts
+                continue
+            new = {c: getattr(r, c) for c in _RESPONSE_COLUMNS}
+            new["logprobs"] = _json(r.logprobs)
+            new["attempts"] = r.attempts - r.attempts_noted
+            if row is not None:  # marks (or an earlier answer) of this group not stored yet
+                new["attempts"] += row["attempts"]
+            rows[r.request_id] = new
+        rows = list(rows.values())
         sets = ", ".join(f"{c} = excluded.{c}" for c in _RESPONSE_COLUMNS[1:-1])
         self._insert("responses", pa.Table.from_pylist(rows, schema=_RESPONSE_SCHEMA),
                      conflict=f"(request_id) DO UPDATE SET {sets}, attempts = responses.attempts + excluded.attempts, "

@@ -10,7 +10,8 @@ WITH alive AS (
   FROM (SELECT DISTINCT seed_id, problem FROM alive)
 ), trace_norm AS (
   SELECT request_id, row_number() OVER (
-           PARTITION BY md5(lower(regexp_replace(trim(text), '\s+', ' ', 'g')))
+           -- the reasoning too: a reasoning field leaves only the final answer in `text`
+           PARTITION BY md5(lower(regexp_replace(trim(coalesce(reasoning, '') || ' ' || text), '\s+', ' ', 'g')))
            ORDER BY coalesce(verified, FALSE) DESC, request_id) AS rn
   FROM alive
 ), decided AS (

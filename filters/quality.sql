@@ -8,7 +8,8 @@ SELECT request_id, stage, reason FROM (
               WHEN parse_error IS NOT NULL THEN 'parse'
               ELSE 'quality' END AS stage,
          CASE
-           {% if not q.allow_truncated %}WHEN truncated THEN 'truncated'{% endif %}
+           {% if not q.allow_truncated %}WHEN truncated AND parse_error = 'truncated_in_reasoning' THEN 'truncated_in_reasoning'
+           WHEN truncated THEN 'truncated'{% endif %}
            WHEN parse_error IS NOT NULL THEN parse_error
            {% if q.require_reasoning %}WHEN coalesce(reasoning_words, 0) < {{ q.min_reasoning_words }} THEN 'missing_reasoning'{% endif %}
            WHEN reasoning_words > {{ q.max_reasoning_words }} THEN 'too_long'

@@ -17,7 +17,7 @@ from factory.export import export_version
 from factory.filter import run_filter
 from factory.versions import text_diversity
 from factory.records import Response
-from support.teachers import CODE, GSM8K, ScriptedTeacher
+from support.teachers import CODE, GSM8K, GSM8K_TEST, ScriptedTeacher
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,7 +57,7 @@ def test_funnel_keeps_one_verified_trace_per_clean_seed_and_exports_for_trl(proj
     # 8 math seeds x 4 + 2 code seeds x 4
     assert s.candidates == 40
     f = s.funnel
-    assert f["quality"]["truncated"] == 8  # sample 2 of every math seed
+    assert f["quality"]["truncated_in_reasoning"] == 8  # sample 2 of every math seed: cut off inside <think>
     assert f["verify"]["wrong_answer"] == 8  # sample 1
     assert f["verify"]["tests_failed"] == 4  # odd code samples
     assert f["dedup"]["duplicate_trace"] == 7  # sample 3 copies sample 0

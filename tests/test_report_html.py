@@ -117,7 +117,7 @@ def test_text_report_shows_rates_lengths_cost_and_the_trend(project):
     for by, name in (("source", "gsm8k"), ("source", "code"), ("teacher", "scripted"), ("teacher", "api")):
         assert re.search(rf"{by}\s*│\s*{name}\s*│\s*\d+\s*│\s*\d+\s*│\s*\d+%", verified), (by, name)
     # the API teacher was priced: its cost is a number, the scripted one has none
-    assert re.search(r"api\s*│\s*fake-model\s*│(\s*[\d,]+\s*│){6}\s*0\.\d{4}", out)
+    assert re.search(r"api\s*│\s*fake-model\s*│(\s*[\d,]+\s*│){8}\s*0\.\d{4}", out)
     assert SECRET not in out
 
     console = Console(record=True, width=200)

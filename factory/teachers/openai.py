@@ -22,6 +22,15 @@ responses to the caller through a queue, in batches (whatever completed in one l
   (`client.post`, same auth, headers and error mapping) and read the JSON ourselves.
 - The API key is read from the environment when generate() starts and is scrubbed from any
   error text kept in a Response.
+- Reasoning teachers: `stream: true` (the default) reads the answer as server-sent events, so a
+  call has two clocks: `idle_timeout_s` without a byte (a dead connection, a hung server) and
+  `timeout_s` for the whole call (long, for traces that take minutes). Reasoning is read from
+  `reasoning_content` / `reasoning` / `reasoning_details` on the message or delta and kept apart
+  from the answer (`response_from_choice`); `<think>` tags in the content stay in the text, where
+  the parse stage splits them. `usage.completion_tokens_details.reasoning_tokens` is kept too.
+- Attempts count calls: a call asking for n samples counts once, on its first request. With
+  `on_attempt` set (the build sets the store writer's put), an IN_FLIGHT mark is handed over
+  before each call, so a run killed during a call keeps the attempt in the store.
 """
 
 from __future__ import annotations
@@ -33,16 +42,17 @@ import logging
 import os
 import queue
 import random
+import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import groupby
 from typing import Any
 from urllib.parse import urlparse
 
 from factory.config import ConfigError, OpenAITeacherConfig
-from factory.records import Request, Response, content_hash
+from factory.records import IN_FLIGHT, Request, Response, content_hash
 from factory.teachers.ratelimit import RateLimiter, exhausted_for_s, retry_after_s
 
 log = logging.getLogger(__name__)
@@ -133,6 +143,8 @@ class OpenAITeacher:
         self.limit_margin_s = limit_margin_s  # None: ratelimit.default_margin_s
         # answers not yet taken by the caller (in flight included) before workers stop pulling
         self.max_pending = max_pending or max(1024, 8 * cfg.max_concurrency)
+        # called (on the teacher's thread) with an IN_FLIGHT mark before each call; must not block
+        self.on_attempt: Callable[[Response], None] | None = None
 
     def close(self) -> None:
         pass  # every generate() call owns (and closes) its own client and loop
@@ -180,9 +192,6 @@ class _Run:
         self._flush_scheduled = False
         self._stopped = False
         self._warned_n = False
-        self._price_in = (cfg.price_in_per_mtok or 0.0) / 1e6
-        self._price_out = (cfg.price_out_per_mtok or 0.0) / 1e6
-        self._priced = cfg.price_in_per_mtok is not None or cfg.price_out_per_mtok is not None
 
     # -- caller side --------------------------------------------------------------------------
     def wake_producer(self) -> None:
@@ -269,6 +278,7 @@ class _Run:
 
         self.client = self._client()
         self._raw = httpx2.Response
+        self._stream_cls = openai.AsyncStream[object]  # only its response is used: events are read here
         self._status_error, self._timeout_error, self._connection_error = (
             openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError)
         self._errors = (openai.APIStatusError, openai.APIConnectionError, openai.APIResponseValidationError)
@@ -346,6 +356,11 @@ class _Run:
         if top_k > 0:
             body["logprobs"] = True
             body["top_logprobs"] = top_k
+        if cfg.reasoning_effort is not None:
+            body["reasoning_effort"] = cfg.reasoning_effort
+        if cfg.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         if cfg.extra_body:
             body.update(cfg.extra_body)
         prompt_id = content_hash("prompt", first.model, list(first.messages), p)
@@ -354,7 +369,8 @@ class _Run:
         max_tokens = int(p.get("max_tokens") or 0)
 
         pending = list(range(len(unit)))  # indices into unit still without an answer
-        calls = [0] * len(unit)  # attempts per request
+        calls = [0] * len(unit)  # attempts per request: a call counts once, on its first request
+        on_attempt = self.t.on_attempt
         failures = 0  # failed calls of this unit (retries are counted per unit)
         t_start = time.perf_counter()
         while pending:
@@ -365,16 +381,20 @@ class _Run:
                 body.pop("n", None)
             est = prompt_chars / 4 + max_tokens * n
             handle = await self.limiter.acquire(est)
-            for i in pending:
-                calls[i] += 1
+            lead = pending[0]
+            calls[lead] += 1
+            if on_attempt is not None:
+                on_attempt(Response(request_id=ids[lead], teacher=cfg.name, model=first.model, error=IN_FLIGHT))
             reason, retry, delay = await self._call(body, unit, ids, pending, calls, top_k, handle)
             if reason is None:
                 continue  # some or all answered; loop for the rest
             failures += 1
             if not retry or failures > cfg.max_retries:
                 elapsed = time.perf_counter() - t_start
+                noted = on_attempt is not None
                 self._emit([Response(request_id=ids[i], teacher=cfg.name, model=unit[i].model, error=reason,
-                                     latency_s=elapsed, attempts=calls[i]) for i in pending])
+                                     latency_s=elapsed, attempts=calls[i], attempts_noted=calls[i] if noted else 0)
+                            for i in pending])
                 return
             if delay is None:  # exponential backoff with full jitter
                 delay = random.uniform(0, min(self.t.backoff_max_s, self.t.backoff_base_s * 2 ** (failures - 1)))
@@ -387,9 +407,16 @@ class _Run:
         t0 = time.perf_counter()
         status = 0
         try:
-            async with _timeout(self.cfg.timeout_s):
-                raw = await self.client.post("/chat/completions", body=body, cast_to=self._raw)
-            data = json.loads(raw.content)
+            if body.get("stream"):
+                raw, data = await self._post_streamed(body)
+            else:
+                async with _timeout(self.cfg.timeout_s):
+                    raw = await self.client.post("/chat/completions", body=body, cast_to=self._raw)
+                data = json.loads(raw.content)
+        except _IdleTimeout:
+            reason = f"timeout: no bytes for {self.cfg.idle_timeout_s:g} s"
+        except _StreamBroken as e:
+            reason = _connection_reason(e.__cause__) if e.__cause__ is not None else f"bad_response: {e}"
         except self._errors as e:
             if isinstance(e, self._status_error):
                 status = e.status_code
@@ -450,42 +477,87 @@ class _Run:
         total_completion = usage.get("completion_tokens")
         if handle is not None:
             self.limiter.correct(handle, (prompt_tokens or 0) + (total_completion or 0) if usage else None)
-        chosen = choices[:m]
         # completion tokens per choice: the logprob count where there is one, else the usage
-        # total split by text length (exact when there is one choice)
+        # total split by text length (exact when there is one choice); reasoning tokens likewise
         per_choice: list[int | None] = []
-        lps: list[list[dict] | None] = []
         for c in choices:
             lp = c.get("logprobs")
             content = lp.get("content") if lp else None
             per_choice.append(None if content is None else len(content))
-            lps.append([{"token": t["token"], "logprob": t["logprob"],
-                         "top": [[a["token"], a["logprob"]] for a in (t.get("top_logprobs") or ())]}
-                        for t in content] if content is not None and top_k > 0 else None)
+        per_lp = list(per_choice)
         if total_completion is not None:
             if len(choices) == 1:
                 per_choice[0] = total_completion
             elif None in per_choice or sum(per_choice) != total_completion:  # type: ignore[arg-type]
                 per_choice = _split(total_completion, [_chars(c.get("message") or {}) for c in choices])
-        # the prompt is billed once per call: its cost is shared by the choices of that call
-        share_in = (prompt_tokens or 0) / len(choices)
-        out = []
+        total_reasoning = reasoning_tokens_of(usage)
+        per_reasoning: list[int | None] = [None] * len(choices)
+        if total_reasoning is not None:
+            per_reasoning = ([total_reasoning] if len(choices) == 1 else
+                             _split(total_reasoning, [len(split_reasoning(c.get("message") or {}, True)[1] or "")
+                                                      for c in choices]))
+            # logprobs cover the answer only: answer tokens by logprob count, plus the reasoning's share
+            if (len(choices) > 1 and None not in per_lp and total_completion is not None
+                    and sum(per_lp) + total_reasoning == total_completion):  # type: ignore[arg-type]
+                per_choice = [a + b for a, b in zip(per_lp, per_reasoning)]  # type: ignore[operator]
         cfg = self.cfg
+        noted = self.t.on_attempt is not None
+        out = []
         for j in range(m):
             i = pending[j]
-            msg = chosen[j].get("message") or {}
-            ct = per_choice[j]
-            cost = None
-            if self._priced and (prompt_tokens is not None or ct is not None):
-                cost = share_in * self._price_in + (ct or 0) * self._price_out
-            out.append(Response(
-                request_id=ids[i], teacher=cfg.name, model=unit[i].model, text=msg.get("content"),
-                reasoning=msg.get("reasoning_content") or msg.get("reasoning"),
-                finish_reason=chosen[j].get("finish_reason"), prompt_tokens=prompt_tokens, completion_tokens=ct,
-                logprobs=lps[j], latency_s=latency, cost=cost, attempts=calls[i]))
+            out.append(response_from_choice(
+                choices[j], request_id=ids[i], teacher=cfg.name, model=unit[i].model, prompt_tokens=prompt_tokens,
+                completion_tokens=per_choice[j], reasoning_tokens=per_reasoning[j], prompt_share=1 / len(choices),
+                price_in_per_mtok=cfg.price_in_per_mtok, price_out_per_mtok=cfg.price_out_per_mtok,
+                latency_s=latency, attempts=calls[i], attempts_noted=calls[i] if noted else 0, top_k=top_k))
         del pending[:m]
         self._emit(out)
         return m
+
+    async def _post_streamed(self, body: dict) -> tuple[Any, dict]:
+        """One streamed call: the events put together into the body a plain call would have got.
+        Raises _IdleTimeout when no byte came for idle_timeout_s (headers included), TimeoutError
+        past timeout_s, _StreamBroken when the stream breaks off or ends unfinished."""
+        loop = asyncio.get_running_loop()
+        idle = self.cfg.idle_timeout_s
+        acc = StreamedCompletion()
+        raw = None
+        async with _timeout(self.cfg.timeout_s):
+            idle_timer = _IdleTimer(loop, idle)
+            try:
+                stream = await self.client.post("/chat/completions", body=body, cast_to=self._raw, stream=True,
+                                                stream_cls=self._stream_cls)
+                raw = getattr(stream, "response", stream)
+                if "event-stream" not in raw.headers.get("content-type", "event-stream"):
+                    acc = None  # a server that ignores `stream` answers plain JSON
+                try:
+                    plain = b""
+                    async for piece in raw.aiter_bytes():
+                        idle_timer.touch()
+                        if acc is not None:
+                            acc.feed(piece)
+                        else:
+                            plain += piece
+                    if acc is None:
+                        return raw, json.loads(plain)
+                    acc.feed(b"\n", end=True)
+                except (asyncio.CancelledError, TimeoutError, ValueError, _StreamBroken):
+                    raise
+                except Exception as e:  # noqa: BLE001 - the transport's own errors while reading the body
+                    raise _StreamBroken(type(e).__name__) from e
+                finally:
+                    await raw.aclose()
+            except asyncio.CancelledError:
+                if idle_timer.fired:
+                    if hasattr(idle_timer.task, "uncancel"):  # 3.11+: this cancel was ours, not the caller's
+                        idle_timer.task.uncancel()
+                    raise _IdleTimeout() from None
+                raise
+            finally:
+                idle_timer.cancel()
+        if not acc.finished:
+            raise _StreamBroken("stream ended before every choice finished")
+        return raw, acc.body()
 
     def _scrub(self, text: str) -> str:
         key = self.api_key
@@ -514,7 +586,244 @@ def _error_message(e: Any) -> str:
 
 
 def _chars(message: dict) -> int:
-    return len(message.get("content") or "") + len(message.get("reasoning_content") or message.get("reasoning") or "")
+    content = message.get("content")
+    return (len(content) if isinstance(content, str) else 0) + len(_reasoning_of(message) or "")
+
+
+# -- reasoning: every place servers put it ------------------------------------------------------
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def _reasoning_of(message: dict) -> str | None:
+    """The separate reasoning of a message or a streamed delta: `reasoning_content` (DeepSeek, vLLM),
+    `reasoning` (vLLM's newer parsers, OpenRouter, Ollama), or OpenRouter's `reasoning_details` list."""
+    for key in ("reasoning_content", "reasoning"):
+        v = message.get(key)
+        if isinstance(v, str) and v:
+            return v
+    details = message.get("reasoning_details")
+    if isinstance(details, list):
+        parts = [d.get("text") or d.get("summary") for d in details if isinstance(d, dict)]
+        text = "".join(p for p in parts if isinstance(p, str))
+        return text or None
+    return None
+
+
+def split_reasoning(message: dict, think_tags: bool = False) -> tuple[str | None, str | None]:
+    """(text, reasoning) of a chat message in any shape servers send: the reasoning of a separate field
+    (see _reasoning_of), the content as text.
+
+    With `think_tags`, a leading `<think>` block in the content (a server without a reasoning parser)
+    moves to the reasoning too, and so does text before a `</think>` that no `<think>` opened (the chat
+    template put `<think>` in the prompt); a `<think>` never closed leaves an empty answer. The teacher
+    stores content as the server sent it (think_tags off): the parse stage splits tags into
+    parsed.reasoning / parsed.answer, while dedup, export and the fidelity checks read the raw
+    completion in `responses.text`."""
+    reasoning = _reasoning_of(message)
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        content = "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+    elif content is not None and not isinstance(content, str):
+        content = str(content)
+    if content and think_tags:
+        inner = None
+        head = content.lstrip()
+        if head.startswith(THINK_OPEN):
+            rest = head[len(THINK_OPEN):]
+            close = rest.find(THINK_CLOSE)
+            if close >= 0:
+                inner, content = rest[:close], rest[close + len(THINK_CLOSE):].lstrip()
+            else:
+                inner, content = rest, ""
+        else:
+            close = content.find(THINK_CLOSE)
+            if close >= 0 and THINK_OPEN not in content[:close]:
+                inner, content = content[:close], content[close + len(THINK_CLOSE):].lstrip()
+        if inner is not None and inner.strip():
+            reasoning = f"{reasoning}\n{inner.strip()}" if reasoning else inner.strip()
+    return content, reasoning or None
+
+
+def reasoning_tokens_of(usage: dict | None) -> int | None:
+    """usage.completion_tokens_details.reasoning_tokens (or a flat usage.reasoning_tokens); None if absent."""
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("completion_tokens_details")
+    v = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    if v is None:
+        v = usage.get("reasoning_tokens")
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def response_from_choice(choice: dict, *, request_id: str, teacher: str, model: str,
+                         prompt_tokens: int | None = None, completion_tokens: int | None = None,
+                         reasoning_tokens: int | None = None, prompt_share: float = 1.0,
+                         price_in_per_mtok: float | None = None, price_out_per_mtok: float | None = None,
+                         latency_s: float | None = None, attempts: int = 1, attempts_noted: int = 0,
+                         top_k: int = 0) -> Response:
+    """The Response for one choice of a chat.completion body (plain, streamed and put together, or a
+    Batch API output line). Token counts are this choice's; the prompt is billed once per call, so
+    `prompt_share` (1 / choices in the call) of its cost is this choice's."""
+    msg = choice.get("message") or {}
+    text, reasoning = split_reasoning(msg)
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    logprobs = ([{"token": t["token"], "logprob": t["logprob"],
+                  "top": [[a["token"], a["logprob"]] for a in (t.get("top_logprobs") or ())]} for t in content]
+                if content is not None and top_k > 0 else None)
+    cost = None
+    if (price_in_per_mtok is not None or price_out_per_mtok is not None) and (
+            prompt_tokens is not None or completion_tokens is not None):
+        cost = ((prompt_tokens or 0) * prompt_share * (price_in_per_mtok or 0.0)
+                + (completion_tokens or 0) * (price_out_per_mtok or 0.0)) / 1e6
+    return Response(request_id=request_id, teacher=teacher, model=model, text=text, reasoning=reasoning,
+                    finish_reason=choice.get("finish_reason"), prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens, reasoning_tokens=reasoning_tokens, logprobs=logprobs,
+                    latency_s=latency_s, cost=cost, attempts=attempts, attempts_noted=attempts_noted)
+
+
+def response_from_body(body: dict, *, request_id: str, teacher: str, model: str,
+                       price_in_per_mtok: float | None = None, price_out_per_mtok: float | None = None,
+                       latency_s: float | None = None, attempts: int = 1, top_k: int = 0) -> Response:
+    """The Response for a one-choice chat.completion body (e.g. a Batch API output line's body).
+    Raises ValueError when the body has no choice."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not choices:
+        raise ValueError("no choices")
+    usage = body.get("usage") or {}
+    return response_from_choice(
+        choices[0], request_id=request_id, teacher=teacher, model=model, prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"), reasoning_tokens=reasoning_tokens_of(usage),
+        price_in_per_mtok=price_in_per_mtok, price_out_per_mtok=price_out_per_mtok, latency_s=latency_s,
+        attempts=attempts, top_k=top_k)
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+class _IdleTimeout(Exception):
+    """No byte arrived for idle_timeout_s."""
+
+
+class _StreamBroken(Exception):
+    """The stream broke off (its cause: the transport's error) or ended before its choices finished."""
+
+
+class _IdleTimer:
+    """Cancels the task once `idle_s` pass without touch(). touch() only moves a deadline (no timer
+    handle per chunk); the timer re-arms itself when it wakes early."""
+
+    __slots__ = ("loop", "idle_s", "task", "deadline", "fired", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, idle_s: float):
+        self.loop, self.idle_s = loop, idle_s
+        self.task = asyncio.current_task()
+        self.deadline = loop.time() + idle_s
+        self.fired = False
+        self.handle = loop.call_at(self.deadline, self._wake)
+
+    def touch(self) -> None:
+        self.deadline = self.loop.time() + self.idle_s
+
+    def _wake(self) -> None:
+        if self.loop.time() >= self.deadline:
+            self.fired = True
+            self.task.cancel()
+        else:
+            self.handle = self.loop.call_at(self.deadline, self._wake)
+
+    def cancel(self) -> None:
+        self.handle.cancel()
+
+
+_DATA_LINE = re.compile(rb"^data:[ \t]*(.*?)[ \t\r]*$", re.M)  # SSE `data:` lines; the rest is skipped
+
+
+class StreamedCompletion:
+    """Server-sent `chat.completion.chunk` events put together into the body of a plain call."""
+
+    def __init__(self):
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.usage: dict | None = None
+        self.done = False  # saw `data: [DONE]`
+        self._buf = b""
+
+    def feed(self, piece: bytes, end: bool = False) -> None:
+        """Bytes as they come off the network: the complete lines are read, the rest waits. The
+        events of one piece are decoded in one json.loads (per-event overhead is what streaming costs)."""
+        buf = self._buf + piece
+        cut = len(buf) if end else buf.rfind(b"\n") + 1
+        self._buf = buf[cut:]
+        payloads = _DATA_LINE.findall(buf, 0, cut)
+        if not payloads:
+            return
+        if payloads[-1].strip() == b"[DONE]":
+            self.done = True
+            payloads.pop()
+        if len(payloads) > 1:
+            try:
+                events = json.loads(b"[" + b",".join(payloads) + b"]")
+            except ValueError:
+                events = None  # find the bad one below, for its message
+            if events is not None and len(events) == len(payloads):
+                for event in events:
+                    self.add_event(event)
+                return
+        for payload in payloads:
+            self.add_line(b"data: " + payload)
+
+    def add_line(self, line: bytes) -> None:
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            return  # blank, `event:`, `id:`, or a comment such as `: keep-alive`
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        self.add_event(json.loads(payload))
+
+    def add_event(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            raise ValueError(f"event is not an object: {str(event)[:80]!r}")
+        if event.get("error"):
+            err = event["error"]
+            raise _StreamBroken(f"error event: {(err.get('message') if isinstance(err, dict) else err)!s:.200}")
+        if event.get("usage"):
+            self.usage = event["usage"]
+        for c in event.get("choices") or ():
+            idx = c.get("index") or 0
+            ch = self.choices.get(idx)
+            if ch is None:
+                ch = self.choices[idx] = {"content": [], "reasoning": [], "finish_reason": None, "logprobs": None}
+            delta = c.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                ch["content"].append(content)
+            reasoning = _reasoning_of(delta)
+            if reasoning:
+                ch["reasoning"].append(reasoning)
+            if c.get("finish_reason"):
+                ch["finish_reason"] = c["finish_reason"]
+            lp = c.get("logprobs")
+            if isinstance(lp, dict) and lp.get("content"):
+                if ch["logprobs"] is None:
+                    ch["logprobs"] = []
+                ch["logprobs"].extend(lp["content"])
+
+    @property
+    def finished(self) -> bool:
+        return self.done or (bool(self.choices) and all(ch["finish_reason"] for ch in self.choices.values()))
+
+    def body(self) -> dict[str, Any]:
+        choices = []
+        for idx in sorted(self.choices):
+            ch = self.choices[idx]
+            message = {"role": "assistant", "content": "".join(ch["content"]) if ch["content"] else None}
+            if ch["reasoning"]:
+                message["reasoning_content"] = "".join(ch["reasoning"])
+            choices.append({"index": idx, "message": message, "finish_reason": ch["finish_reason"],
+                            "logprobs": None if ch["logprobs"] is None else {"content": ch["logprobs"]}})
+        return {"choices": choices, "usage": self.usage}
 
 
 def _split(total: int, weights: list[int]) -> list[int]:

@@ -15,7 +15,11 @@ absorbs the jitter between a start here and its arrival at the server.
   time (at least half a spacing later), or every late wake-up would add to the run time.
 - Tokens: a sliding-window log of (start, tokens) admitting a request while the window's
   tokens plus its estimate stay within the limit; estimates are corrected to the billed usage
-  when the answer comes.
+  when the answer comes. Paced as well: a request of t tokens holds the next start back by
+  90 % of its share of the window (t / limit of it), so a limit of 100k tokens for requests of
+  ~1k is spent as ~100 starts spread over the minute, not ~90 in the first seconds and then
+  nothing. A correction moves that schedule too: an estimate above the billed usage (max_tokens
+  is an upper bound) gives the difference back at once.
 
 The two are checked and recorded together, under one lock, at the moment a request is let go:
 recording one earlier than the other would let a slow wait on the second push the real start
@@ -108,6 +112,8 @@ class RateLimiter:
         self.pace_s = 0.9 * window / rpm if rpm else 0.0  # least time between two starts
         self._next_paced = -math.inf  # when pacing lets the next start go
         self.tokens = SlidingWindowLog(tpm, window) if tpm else None
+        self.token_pace_s = 0.9 * window / tpm if tpm else 0.0  # least time between starts, per token
+        self._next_token_paced = -math.inf
         self.paused_until = 0.0
         self._lock: asyncio.Lock | None = None
         self._poll_s = max(window / 50, 0.005)  # re-check a token wait this often (corrections free room)
@@ -134,7 +140,8 @@ class RateLimiter:
                 if self.requests is not None:
                     wait = max(wait, self._next_paced - now, self.requests.wait_s(now))
                 if self.tokens is not None:
-                    wait = max(wait, min(self.tokens.wait_s(now, tokens), self._poll_s))
+                    wait = max(wait, min(max(self.tokens.wait_s(now, tokens), self._next_token_paced - now),
+                                         self._poll_s))
                 if wait <= 0:
                     break
                 await asyncio.sleep(wait)
@@ -142,10 +149,16 @@ class RateLimiter:
                 self.requests.add(now)
                 # on schedule, not from this (maybe late) wake-up, or every late wake-up adds up
                 self._next_paced = max(self._next_paced + self.pace_s, now + self.pace_s / 2)
-            return self.tokens.add(now, tokens) if self.tokens is not None else None
+            if self.tokens is None:
+                return None
+            step = self.token_pace_s * min(tokens, self.tokens.limit)
+            self._next_token_paced = max(self._next_token_paced + step, now + step / 2)
+            return self.tokens.add(now, tokens)
 
     def correct(self, handle: list[float] | None, actual_tokens: float | None) -> None:
         if handle is not None and actual_tokens is not None and self.tokens is not None:
+            limit = self.tokens.limit
+            self._next_token_paced -= self.token_pace_s * (min(handle[1], limit) - min(actual_tokens, limit))
             self.tokens.correct(handle, actual_tokens)
 
 

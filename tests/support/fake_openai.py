@@ -25,6 +25,20 @@ Faults (drawn with probability `fault_rate`, uniformly from `faults`):
   bad_json   200 with a body that is not JSON
   truncated  200 with Content-Length larger than what is sent, then the connection closes
 
+Reasoning (`reasoning`): True or "reasoning_content" puts it in message.reasoning_content,
+"reasoning" in message.reasoning (vLLM's newer parsers, OpenRouter), "reasoning_details" in
+OpenRouter's list, "think" as a leading <think>…</think> block in the content, "think_open" as text
+before a lone </think> (the chat template opened <think> in the prompt). Reasoning words count in
+completion_tokens (and usage.completion_tokens_details.reasoning_tokens); max_tokens cuts the
+reasoning first, so a small limit leaves a trace cut off inside its reasoning.
+
+Streaming: a request with `"stream": true` gets server-sent events (chunked), one event per word,
+`stream_delay` seconds apart (0: all in one write), usage in a last event when asked by
+stream_options.include_usage, then `data: [DONE]`; `keepalive` sends an SSE comment between words
+instead of nothing. More faults: `stall` streams `stall_after` events and then goes silent with the
+connection open; in a stream, bad_json is an event that is not JSON and truncated closes the
+connection mid-stream. `ignore_stream` answers plain JSON anyway (as some servers do).
+
 Each request is recorded as [t_monotonic, messages_hash, n, ok, outcome, tokens]: outcome is
 "ok" or the fault name, `ok` turns true once a full answer is written (it stays false if the
 client went away before a delayed answer), tokens is the usage total of an answer (else 0).
@@ -54,6 +68,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 ALL_FAULTS = ("429", "500", "503", "hang", "bad_json", "truncated")
+EXTRA_FAULTS = ("stall",)  # not drawn by default (ALL_FAULTS)
 _STATUS_RE = re.compile(r"\[\[status:(\d{3})\]\]")
 _FAIL_RE = re.compile(r"\[\[fail:([\w,]+)\]\]")
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -69,7 +84,12 @@ class Settings:
     retry_after: str | None = "1"  # Retry-After header value on injected 429s (None: no header)
     retry_after_ms: str | None = None  # retry-after-ms header value on injected 429s
     ignore_n: bool = False  # always answer one choice, like `transformers serve`
-    reasoning: bool = False  # add message.reasoning_content
+    reasoning: bool | str = False  # where reasoning goes (see the module docstring); False: none
+    reasoning_words: int = 3  # words of reasoning in each answer (3: "thinking about #i")
+    stream_delay: float = 0.0  # seconds between streamed events
+    keepalive: bool = False  # an SSE comment goes out halfway between streamed events
+    stall_after: int = 2  # events sent before a `stall` fault goes silent
+    ignore_stream: bool = False  # answer plain JSON even when asked to stream
     words: int = 8  # words of filler in each answer (longer bodies for benchmarks)
     ratelimit_headers: dict[str, str] = field(default_factory=dict)  # sent on every 200
     replies: dict[str, list[str]] = field(default_factory=dict)  # model name or prompt substring -> canned texts
@@ -112,6 +132,8 @@ class FakeOpenAI:
         self._thread: threading.Thread | None = None
         self._ids = 0
         self._calls: dict[str, int] = {}  # calls per messages hash, for [[fail:...]]
+        self.keep_bodies = False  # in a thread: set it to keep every request body in `bodies`
+        self.bodies: list[dict] = []
 
     # -- lifecycle ----------------------------------------------------------------------------
     @property
@@ -221,6 +243,8 @@ class FakeOpenAI:
         except (ValueError, KeyError, TypeError) as e:
             conn.send(_error(400, f"bad request body: {e}"))
             return
+        if self.keep_bodies:
+            self.bodies.append(req)
         h = messages_hash(messages)
         record = [now, h, n, False, "ok", 0]
         self.records.append(record)
@@ -247,6 +271,17 @@ class FakeOpenAI:
 
         if fault is None and s.fault_rate and self._rng.random() < s.fault_rate:
             fault = self._rng.choice(s.faults)
+        stream = bool(req.get("stream")) and not s.ignore_stream
+        if stream and fault in ("bad_json", "truncated", "stall"):
+            record[4] = fault
+            events = [b'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "x"}}]}\n\n'] * 3
+            if fault == "bad_json":
+                conn.send(_stream_head() + _chunk(events[0] + b"data: {not json\n\n") + _chunk(b""))
+            elif fault == "truncated":
+                conn.send(_stream_head() + _chunk(events[0]) + b"ff\r\ndata: {", close=True)
+            else:
+                conn.send(_stream_head() + b"".join(_chunk(e) for e in events[:s.stall_after]))
+            return
         if fault is not None:
             record[4] = fault
             if fault == "429":
@@ -258,7 +293,7 @@ class FakeOpenAI:
                 conn.send(_error(429, "rate limited (injected)", hdrs))
             elif fault.isdigit():
                 conn.send(_error(int(fault), f"injected {fault}"))
-            elif fault == "hang":
+            elif fault in ("hang", "stall"):
                 pass  # never answer; the connection stays open until the client gives up
             elif fault == "bad_json":
                 conn.send(_response(200, b'{"id": "x", "choices": [ {not json'))
@@ -269,30 +304,94 @@ class FakeOpenAI:
 
         payload, record[5] = self._completion_body(req, messages, prompt, n)
         extra = s.ratelimit_headers or None
+        if stream:  # the same answer, as events (subclasses override _completion_body only)
+            self._stream(conn, record, json.loads(payload),
+                         bool((req.get("stream_options") or {}).get("include_usage")), extra)
+            return
         data = _response(200, payload, extra)
         if s.latency > 0:
             self._loop.call_later(s.latency, conn.send_ok, data, record)
         else:
             conn.send_ok(data, record)
 
+    def _stream(self, conn: _Conn, record: list, body: dict, include_usage: bool, headers: dict | None) -> None:
+        """The answer as chat.completion.chunk events: role, then a word of reasoning or content per event."""
+        s = self.settings
+        base = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"], "model": body["model"]}
+        events: list[dict] = []
+        for c in body["choices"]:
+            i, msg = c["index"], c["message"]
+            events.append({"choices": [{"index": i, "delta": {"role": "assistant", "content": ""}}]})
+            for key in ("reasoning_content", "reasoning"):
+                for w in _pieces(msg.get(key)):
+                    events.append({"choices": [{"index": i, "delta": {key: w}}]})
+            for d in msg.get("reasoning_details") or ():
+                for w in _pieces(d["text"]):
+                    events.append({"choices": [{"index": i, "delta": {"reasoning_details": [
+                        {"type": "reasoning.text", "text": w}]}}]})
+            lp = (c.get("logprobs") or {}).get("content")
+            for j, w in enumerate(_pieces(msg.get("content"))):
+                ev: dict[str, Any] = {"index": i, "delta": {"content": w}}
+                if lp is not None and j < len(lp):
+                    ev["logprobs"] = {"content": [lp[j]]}
+                events.append({"choices": [ev]})
+            if lp is not None and len(lp) > len(_pieces(msg.get("content"))):  # tokens past the words
+                events.append({"choices": [{"index": i, "delta": {}, "logprobs": {"content": lp[len(_pieces(msg.get("content"))):]}}]})
+            events.append({"choices": [{"index": i, "delta": {}, "finish_reason": c["finish_reason"]}]})
+        if include_usage:
+            events.append({"choices": [], "usage": body["usage"]})
+        frames = [b"data: " + json.dumps(base | e, separators=(",", ":")).encode() + b"\n\n" for e in events]
+        frames.append(b"data: [DONE]\n\n")
+        head = _stream_head(headers)
+        if s.stream_delay <= 0:
+            data = head + b"".join(_chunk(f) for f in frames) + _chunk(b"")
+            if s.latency > 0:
+                self._loop.call_later(s.latency, conn.send_ok, data, record)
+            else:
+                conn.send_ok(data, record)
+            return
+        loop = self._loop
+
+        def send(k: int) -> None:
+            if conn.transport is None or conn.transport.is_closing():
+                return
+            if k == len(frames):
+                conn.send_ok(_chunk(b""), record)
+                return
+            conn.send(_chunk(frames[k]))
+            if s.keepalive:
+                loop.call_later(s.stream_delay / 2, conn.send, _chunk(b": keep-alive\n\n"))
+            loop.call_later(s.stream_delay, send, k + 1)
+
+        conn.send(head)
+        loop.call_later(max(s.latency, 0.0), send, 0)
+
     def _completion_body(self, req: dict, messages: list, prompt: str, n: int) -> tuple[bytes, int]:
+        """The JSON body of a plain answer, and its usage total (what a subclass overrides)."""
+        body, tokens = self._completion_dict(req, messages, prompt, n)
+        return json.dumps(body, separators=(",", ":")).encode(), tokens
+
+    def _completion_dict(self, req: dict, messages: list, prompt: str, n: int) -> tuple[dict, int]:
         s = self.settings
         k = 1 if s.ignore_n else n
         max_tokens = req.get("max_tokens") or req.get("max_completion_tokens")
         top = int(req.get("top_logprobs") or 0) if req.get("logprobs") else -1
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
-        choices, completion_tokens = [], 0
+        choices, completion_tokens, reasoning_tokens = [], 0, 0
         canned = next((t for key, t in s.replies.items() if key == req.get("model") or key in prompt), None)
         for i in range(k):
             text = canned[i % len(canned)] if canned else answer_text(prompt, i, s.words)
             tokens = text.split(" ")
+            thought = reasoning_text(i, s.reasoning_words).split(" ") if s.reasoning else []
             finish = "stop"
-            if max_tokens is not None and len(tokens) > max_tokens:
-                tokens, finish = tokens[:max_tokens], "length"
-            completion_tokens += len(tokens)
+            if max_tokens is not None and len(thought) + len(tokens) > max_tokens:  # reasoning comes first
+                thought, tokens = thought[:max_tokens], tokens[:max(0, max_tokens - len(thought))]
+                finish = "length"
+            completion_tokens += len(thought) + len(tokens)
+            reasoning_tokens += len(thought)
             message: dict[str, Any] = {"role": "assistant", "content": " ".join(tokens)}
-            if s.reasoning:
-                message["reasoning_content"] = f"thinking about #{i}"
+            if thought:
+                _place_reasoning(message, s.reasoning, " ".join(thought), cut=len(thought) < s.reasoning_words)
             choice: dict[str, Any] = {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
             if top >= 0:
                 choice["logprobs"] = {"content": [
@@ -302,12 +401,51 @@ class FakeOpenAI:
                     for j, t in enumerate(tokens)]}
             choices.append(choice)
         self._ids += 1
-        return json.dumps({
-            "id": f"chatcmpl-{self._ids}", "object": "chat.completion", "created": int(time.time()),
-            "model": req.get("model", "fake"), "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        }, separators=(",", ":")).encode(), prompt_tokens + completion_tokens
+        usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                 "total_tokens": prompt_tokens + completion_tokens}
+        if s.reasoning:
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        return {"id": f"chatcmpl-{self._ids}", "object": "chat.completion", "created": int(time.time()),
+                "model": req.get("model", "fake"), "choices": choices, "usage": usage}, prompt_tokens + completion_tokens
+
+
+def reasoning_text(index: int, words: int = 3) -> str:
+    return " ".join([f"thinking about #{index}"] + [f"r{j}" for j in range(max(0, words - 3))])
+
+
+def _place_reasoning(message: dict, where: bool | str, thought: str, cut: bool) -> None:
+    """Put the reasoning where a server of that kind puts it (see the module docstring)."""
+    if where in (True, "reasoning_content", "reasoning"):
+        message["reasoning_content" if where is True else where] = thought
+    elif where == "reasoning_details":
+        message["reasoning_details"] = [{"type": "reasoning.text", "text": thought}]
+    elif where == "think":
+        close = "" if cut else "</think>"
+        message["content"] = f"<think>{thought}{close}" + (message["content"] and "\n\n" + message["content"])
+    elif where == "think_open":
+        close = "" if cut else "</think>"
+        message["content"] = f"{thought}{close}" + (message["content"] and "\n\n" + message["content"])
+    else:
+        raise ValueError(f"unknown reasoning place {where!r}")
+
+
+def _pieces(text: str | None) -> list[str]:
+    """Text in streamed pieces (a word each, the space kept with the next word)."""
+    if not text:
+        return []
+    words = text.split(" ")
+    return [words[0]] + [" " + w for w in words[1:]]
+
+
+def _stream_head(headers: dict[str, str] | None = None) -> bytes:
+    head = ["HTTP/1.1 200 OK", "content-type: text/event-stream", "transfer-encoding: chunked"]
+    if headers:
+        head += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(head) + "\r\n\r\n").encode()
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
 class _Conn(asyncio.Protocol):
@@ -431,12 +569,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retry-after", default="1", help="Retry-After header value on injected 429s ('' for none)")
     p.add_argument("--retry-after-ms", default=None)
     p.add_argument("--ignore-n", action="store_true")
-    p.add_argument("--reasoning", action="store_true")
+    p.add_argument("--reasoning", nargs="?", const=True, default=False,
+                   help="where reasoning goes: reasoning_content (the default), reasoning, reasoning_details, think, think_open")
     p.add_argument("--words", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     faults = tuple(f for f in a.faults.split(",") if f)
-    bad = set(faults) - set(ALL_FAULTS)
+    bad = set(faults) - set(ALL_FAULTS) - set(EXTRA_FAULTS)
     if bad:
         p.error(f"unknown faults: {sorted(bad)}")
     srv = FakeOpenAI(a.host, a.port, latency=a.latency, fault_rate=a.fault_rate, faults=faults,

@@ -174,3 +174,44 @@ def test_header_parsing():
     assert exhausted_for_s({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s"}) == 2.0
     assert exhausted_for_s({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "2s"}) is None
     assert exhausted_for_s({"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "1m"}) == 60.0
+
+
+def _token_starts(n: int, tokens: float, tpm: int, period_s: float, actual: float | None = None) -> list[float]:
+    async def main():
+        lim = RateLimiter(tpm=tpm, period_s=period_s, margin_s=0.0)
+        starts = []
+
+        async def one():
+            handle = await lim.acquire(tokens)
+            starts.append(time.monotonic())
+            if actual is not None:
+                lim.correct(handle, actual)
+
+        await asyncio.gather(*(one() for _ in range(n)))
+        return starts
+
+    return asyncio.run(main())
+
+
+def test_tpm_spreads_requests_over_the_window():
+    # the run, on a 3 s "minute": 100 requests of 1k tokens fit in a window of 100k tokens;
+    # unpaced, ~90 went out in the first 5 s of the minute and then nothing for 55 s
+    period = 3.0
+    starts = _token_starts(60, 1000, 100_000, period)
+    t0 = min(starts)
+    rel = sorted(t - t0 for t in starts)
+    even = period / 100  # 0.03 s between starts
+    assert max_in_window(starts, period / 12) <= 12, "a burst: %s" % rel[:20]  # even pacing gives ~8
+    assert rel[-1] >= 59 * 0.9 * even * 0.9  # spread, not all at once
+    gaps = [b - a for a, b in zip(rel, rel[1:])]
+    assert max(gaps) < 5 * even  # and no long silence either
+    assert max_in_window(starts, period) <= 100
+
+
+def test_tpm_pacing_gives_back_what_an_estimate_overstated():
+    # estimates from max_tokens (1k) but the answers bill 250: four times the starts fit, still paced
+    period = 2.0
+    fast = _token_starts(60, 1000, 40_000, period, actual=250)  # 40 x 1k per window, 160 x 250
+    slow = _token_starts(30, 1000, 40_000, period)
+    assert max(fast) - min(fast) < (max(slow) - min(slow))  # twice as many, in less time
+    assert max_in_window(fast, period / 10) <= 20
