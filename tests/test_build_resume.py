@@ -23,7 +23,7 @@ SEEDS = 150
 
 @pytest.fixture
 def server():
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai.py"), "--port", "0", "--latency", "0.15"],
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "fake_openai.py"), "--port", "0", "--latency", "0.15"],
                             stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("READY"), line
