@@ -43,6 +43,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from factory.values import brace_end as _balanced
 from factory.values import read_plain_value
 
 __all__ = ["Parsed", "parse", "last_boxed", "is_placeholder", "ANSWER_SCAN_CHARS", "CODE_SCAN_CHARS"]
@@ -127,29 +128,6 @@ def _as_text(x) -> str:
         return str(x)
     except Exception:  # noqa: BLE001 - a parser never raises on odd input
         return ""
-
-
-def _balanced(s: str, i: int) -> int:
-    """``s[i] == '{'``: index just past the matching ``}``, or -1 when unbalanced.
-
-    ``\\{`` and ``\\}`` are literal braces in LaTeX and do not group.
-    """
-    depth = 0
-    n = len(s)
-    j = i
-    while j < n:
-        c = s[j]
-        if c == "\\":
-            j += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return j + 1
-        j += 1
-    return -1
 
 
 _BOX_ARG_RE = re.compile(r"[ \t]*([^\s${}\\]+|\\[A-Za-z]+)")

@@ -125,7 +125,7 @@ def _unwrap(s: str) -> str:
             s = s[2:-2]
         m = re.match(r"\\(?:boxed|fbox|text|textbf|textrm|mathrm|mathbf|mbox|textnormal|textit|emph)\s*\{", s)
         if m and s.endswith("}"):
-            end = _brace_end(s, m.end() - 1)
+            end = brace_end(s, m.end() - 1)
             if end == len(s):
                 s = s[m.end():-1]
         if s == before:
@@ -133,7 +133,9 @@ def _unwrap(s: str) -> str:
     return s
 
 
-def _brace_end(s: str, i: int) -> int:
+def brace_end(s: str, i: int) -> int:
+    """``s[i] == '{'``: index just past the matching ``}``, or -1 when unbalanced.
+    ``\\{`` and ``\\}`` are literal braces in LaTeX and do not group."""
     depth = 0
     j = i
     while j < len(s):

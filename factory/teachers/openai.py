@@ -99,6 +99,26 @@ def resolve_api_key(cfg: OpenAITeacherConfig) -> str:
                       f"(it must hold the API key for {where})")
 
 
+def request_body(request: Request, cfg: OpenAITeacherConfig | None) -> dict[str, Any]:
+    """The chat-completions body of a request: model, messages, sampling params, top-k logprobs,
+    reasoning_effort, then the teacher's extra_body (provider settings win). Online and batch send it."""
+    p = request.params
+    body: dict[str, Any] = {"model": request.model, "messages": list(request.messages)}
+    for k in ("temperature", "top_p", "max_tokens"):
+        if p.get(k) is not None:
+            body[k] = p[k]
+    top_k = int(p.get("logprobs") or 0)
+    if top_k > 0:
+        body["logprobs"] = True
+        body["top_logprobs"] = top_k
+    if cfg is not None:
+        if getattr(cfg, "reasoning_effort", None):
+            body["reasoning_effort"] = cfg.reasoning_effort
+        if cfg.extra_body:
+            body.update(cfg.extra_body)
+    return body
+
+
 def _connection_reason(e: BaseException) -> str:
     """What really went wrong under an SDK connection error: the aiohttp transport reports a refused
     connection as a ConnectTimeout, so the cause chain is read rather than the SDK's class."""
@@ -348,21 +368,12 @@ class _Run:
         cfg = self.cfg
         first = unit[0]
         p = first.params
-        body: dict[str, Any] = {"model": first.model, "messages": list(first.messages)}
-        for k in ("temperature", "top_p", "max_tokens"):
-            if p.get(k) is not None:
-                body[k] = p[k]
         top_k = int(p.get("logprobs") or 0)
-        if top_k > 0:
-            body["logprobs"] = True
-            body["top_logprobs"] = top_k
-        if cfg.reasoning_effort is not None:
-            body["reasoning_effort"] = cfg.reasoning_effort
+        body = request_body(first, cfg)
         if cfg.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        if cfg.extra_body:
-            body.update(cfg.extra_body)
+            body.update(cfg.extra_body)  # the provider's settings win, as in the body without streaming
         prompt_id = content_hash("prompt", first.model, list(first.messages), p)
         ids = [_request_id(prompt_id, r.sample_index) for r in unit]
         prompt_chars = sum(len(str(m.get("content") or "")) for m in first.messages)

@@ -39,6 +39,7 @@ import pyarrow as pa
 from factory.config import OpenAITeacherConfig
 from factory.records import Request, Response
 from factory.store import Store
+from factory.teachers.openai import request_body, response_from_body
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +76,6 @@ def online_cost(response: Response, cfg: OpenAITeacherConfig) -> float | None:
 
 
 # -- request lines -----------------------------------------------------------------------------------
-def request_body(request: Request, cfg: OpenAITeacherConfig | None) -> dict[str, Any]:
-    """The chat-completions body of one request, as the online path sends it (one sample per line:
-    a batch line has one custom_id, so n samples are n lines)."""
-    p = request.params
-    body: dict[str, Any] = {"model": request.model, "messages": list(request.messages)}
-    for k in ("temperature", "top_p", "max_tokens"):
-        if p.get(k) is not None:
-            body[k] = p[k]
-    top_k = int(p.get("logprobs") or 0)
-    if top_k > 0:
-        body["logprobs"] = True
-        body["top_logprobs"] = top_k
-    if cfg is not None:
-        if getattr(cfg, "reasoning_effort", None):
-            body["reasoning_effort"] = cfg.reasoning_effort
-        if cfg.extra_body:
-            body.update(cfg.extra_body)
-    return body
-
-
 def batch_line(request: Request, cfg: OpenAITeacherConfig | None) -> bytes:
     """One line of a Batch API input file (also what `vllm run-batch -i` reads)."""
     line = {"custom_id": request.request_id, "method": "POST", "url": URL, "body": request_body(request, cfg)}
@@ -141,8 +122,6 @@ def _chat_response(body: dict, request_id: str, teacher: str, model: str, price_
                    price_out: float | None, attempts: int) -> Response:
     """The online teacher's own parsing of a chat-completion body (reasoning fields, <think> tags,
     reasoning tokens, cost), so both modes store the same columns the same way."""
-    from factory.teachers.openai import response_from_body
-
     # top_k=1: logprobs are kept whenever the line has them (only requests that asked for them do)
     return response_from_body(body, request_id=request_id, teacher=teacher, model=model, price_in_per_mtok=price_in,
                               price_out_per_mtok=price_out, attempts=attempts, top_k=1)
