@@ -244,32 +244,32 @@ class Store:
                               f"created_at = now() WHERE responses.error IS NOT NULL", con=con)
 
     # -- reads ----------------------------------------------------------------------------
-    def answered(self, request_ids: list[str]) -> set[str]:
-        """The ids among `request_ids` that already have a successful response."""
+    def answered(self, request_ids: list[str], con: duckdb.DuckDBPyConnection | None = None) -> set[str]:
+        """The ids among `request_ids` that already have a successful response (`con`: a cursor of the
+        caller's, when the main connection holds an open stream)."""
         if not request_ids:
             return set()
-        ids = pa.table({"request_id": request_ids})
-        with self._lock:
-            self.con.register("_ids", ids)
-            try:
-                found = self.con.execute(
-                    "SELECT request_id FROM responses JOIN _ids USING (request_id) WHERE error IS NULL").fetchall()
-            finally:
-                self.con.unregister("_ids")
-        return {r[0] for r in found}
+        rows = self.rows_for_ids(request_ids, "SELECT request_id FROM responses JOIN _ids USING (request_id) "
+                                         "WHERE error IS NULL", con)
+        return {r[0] for r in rows}
 
-    def requests_by_id(self, request_ids: list[str]) -> Iterator[Request]:
-        ids = pa.table({"request_id": request_ids})
-        with self._lock:
-            self.con.register("_ids", ids)
-            try:
-                rows = self.con.execute(
-                    "SELECT seed_id, teacher, model, template, messages, params, sample_index "
-                    "FROM requests JOIN _ids USING (request_id) ORDER BY prompt_id, sample_index").fetchall()
-            finally:
-                self.con.unregister("_ids")
+    def requests_by_id(self, request_ids: list[str], con: duckdb.DuckDBPyConnection | None = None) -> Iterator[Request]:
+        rows = self.rows_for_ids(request_ids, "SELECT seed_id, teacher, model, template, messages, params, sample_index "
+                                         "FROM requests JOIN _ids USING (request_id) ORDER BY prompt_id, sample_index",
+                            con)
         for seed_id, teacher, model, template, messages, params, idx in rows:
             yield Request(seed_id, teacher, model, template, tuple(json.loads(messages)), json.loads(params), idx)
+
+    def rows_for_ids(self, request_ids: list[str], query: str, con: duckdb.DuckDBPyConnection | None) -> list[tuple]:
+        """`query` joined with the table `_ids` (request_id) of `request_ids`."""
+        ids = pa.table({"request_id": pa.array(list(request_ids), pa.string())})
+        con = con or self.con
+        with self._lock:
+            con.register("_ids", ids)
+            try:
+                return con.execute(query).fetchall()
+            finally:
+                con.unregister("_ids")
 
 
 class ResponseWriter:

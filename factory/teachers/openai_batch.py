@@ -161,22 +161,6 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def _ids_table(ids: Iterable[str]) -> pa.Table:
-    return pa.table({"request_id": pa.array(list(ids), pa.string())})
-
-
-def _answered(con, ids: list[str]) -> set[str]:
-    if not ids:
-        return set()
-    con.register("_batch_ids", _ids_table(ids))
-    try:
-        rows = con.execute("SELECT request_id FROM responses JOIN _batch_ids USING (request_id) "
-                           "WHERE error IS NULL").fetchall()
-    finally:
-        con.unregister("_batch_ids")
-    return {r[0] for r in rows}
-
-
 def list_batches(store: Store, teacher: str | None = None) -> list[dict]:
     """The batches table, newest first (what `factory batches` prints)."""
     rows = store.con.execute(
@@ -301,24 +285,13 @@ class OpenAIBatchTeacher:
                 yield from responses
             if requeue:
                 self.stats.requeued += len(requeue)
-                self._submit_all(self._requests_by_id(requeue), refuse)
+                self._submit_all(self.store.requests_by_id(requeue, con=self.con), refuse)
             if not self.wait:
                 break
             interval = self.cfg.poll_interval_s if collected_any else min(interval * 2, self.cfg.poll_max_interval_s)
         self.stats.in_flight = self.con.execute(
             "SELECT count(*) FROM batch_requests r JOIN batches b USING (batch_id) "
             "WHERE b.teacher = ? AND b.collected_at IS NULL", [self.name]).fetchone()[0]
-
-    def _requests_by_id(self, ids: list[str]) -> Iterator[Request]:
-        self.con.register("_batch_ids", _ids_table(ids))
-        try:
-            rows = self.con.execute(
-                "SELECT seed_id, teacher, model, template, messages, params, sample_index FROM requests "
-                "JOIN _batch_ids USING (request_id) ORDER BY prompt_id, sample_index").fetchall()
-        finally:
-            self.con.unregister("_batch_ids")
-        for seed_id, teacher, model, template, messages, params, idx in rows:
-            yield Request(seed_id, teacher, model, template, tuple(json.loads(messages)), json.loads(params), idx)
 
     # -- submit ----------------------------------------------------------------------------------------
     def _submit_all(self, requests: Iterable[Request], refuse) -> None:
@@ -417,7 +390,7 @@ class OpenAIBatchTeacher:
 
     def _collect(self, batch_id: str, b, counts: dict, message: str | None) -> tuple[list[Response], list[str]]:
         members = self._batch_ids(batch_id)
-        answered = _answered(self.con, list(members))
+        answered = self.store.answered(list(members), con=self.con)
         final: list[Response] = []
         seen: set[str] = set()
         retry: list[str] = []
@@ -525,13 +498,9 @@ def _import_chunk(store: Store, con, lines: list[tuple[int, dict]], teachers: di
     if not lines:
         return
     ids = list(dict.fromkeys(line["custom_id"] for _, line in lines))
-    con.register("_batch_ids", _ids_table(ids))
-    try:
-        known = {rid: (teacher, model) for rid, teacher, model in con.execute(
-            "SELECT request_id, teacher, model FROM requests JOIN _batch_ids USING (request_id)").fetchall()}
-    finally:
-        con.unregister("_batch_ids")
-    answered = _answered(con, list(known))
+    known = {rid: (teacher, model) for rid, teacher, model in store.rows_for_ids(
+        ids, "SELECT request_id, teacher, model FROM requests JOIN _ids USING (request_id)", con)}
+    answered = store.answered(list(known), con=con)
     out: dict[str, Response] = {}
     for _, line in lines:
         rid = line["custom_id"]
