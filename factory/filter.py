@@ -317,11 +317,9 @@ def load_benchmarks(cfg: Config) -> dict[str, list[tuple[str, str]]]:
 
 def decontaminate(store: Store, cfg: Config) -> int:
     """n-gram overlap of problems and traces against the benchmark sets; hits are stored with the item."""
-    from factory.checks.ngrams import Decontaminator
+    from factory.checks.ngrams import RULES_VERSION, Decontaminator
 
     bench = load_benchmarks(cfg)
-    from factory.checks.ngrams import RULES_VERSION
-
     params = hashlib.sha1(json.dumps([RULES_VERSION, cfg.filter.decontam_ngram, sorted(bench), sum(len(v) for v in bench.values())])
                           .encode()).hexdigest()[:12]
     todo = store.sql(f"""
