@@ -28,7 +28,7 @@ from factory.prompts import Prompts
 from factory.records import Request, Seed
 from factory.sources import BadRow, SourceError, plan_source, read_seeds
 from factory.store import ResponseWriter, Store
-from factory.teachers.base import Teacher
+from factory.teachers.base import Teacher, start
 
 DEFAULT_TEMPLATES = {"math": "math_cot.jinja", "code": "code_cot.jinja"}
 PLAN_BATCH = 2000  # seeds rendered and written per store round-trip
@@ -58,8 +58,15 @@ class BuildSummary:
     cost_online: float = 0.0  # what the same answers cost through the online path (differs for mode: batch)
     batched: bool = False  # some teacher ran in mode: batch
     requests_in_batches: int = 0  # submitted to a Batch API and not collected yet (--no-wait)
+    startup_s: float = 0.0  # teachers loading (models, a cluster's replicas) before their first request
+    generate_s: float = 0.0  # generating and storing, start-up excluded
     wall_s: float = 0.0
     interrupted: bool = False
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Completion tokens per second of generation (start-up excluded)."""
+        return self.tokens_out / self.generate_s if self.generate_s > 0 else 0.0
 
     @property
     def failure_rate(self) -> float:
@@ -68,6 +75,7 @@ class BuildSummary:
     def to_json(self) -> dict:
         d = {k: v for k, v in self.__dict__.items()}
         d["failure_rate"] = self.failure_rate
+        d["tokens_per_s"] = round(self.tokens_per_s, 2)
         return d
 
 
@@ -315,7 +323,15 @@ def build_dataset(cfg: Config, console: Console | None = None,
                 teacher = ((teachers or {}).get(tcfg.name) or _batch_teacher(tcfg, store, wait_batches, console)
                            or _make_teacher(cfg, tcfg, console))
                 try:
-                    _generate(tcfg, teacher, pending, total, writer, summary, console, cfg.build.progress_interval_s)
+                    begin = time.monotonic()
+                    start(teacher)
+                    summary.startup_s += time.monotonic() - begin
+                    begin = time.monotonic()
+                    try:
+                        _generate(tcfg, teacher, pending, total, writer, summary, console,
+                                  cfg.build.progress_interval_s)
+                    finally:
+                        summary.generate_s += time.monotonic() - begin
                     stats = getattr(teacher, "stats", None)
                     if getattr(teacher, "stores_responses", False) and stats is not None:
                         summary.batched = True

@@ -100,6 +100,10 @@ class _Replica:
         return list(self.teacher.generate(shard))
 
     def ready(self) -> bool:
+        """Load the model (a failure to load shows on the first shard, as locally)."""
+        from factory.teachers.base import start
+
+        start(self.teacher)
         return True
 
 
@@ -134,6 +138,20 @@ class RayTeacher:
         self.replicas = [actor.remote(self.cfg) for _ in range(self.rcfg.replicas)]
         self.alive = len(self.replicas)
         self._show()
+
+    def start(self) -> None:
+        """Start the replicas and wait until each has loaded its model: the build reports this as
+        start-up, apart from generation (a replica that dies here is dropped by generate)."""
+        ray = connect(self.rcfg)
+        if not self.replicas:
+            self._start(ray)
+        waiting = [replica.ready.remote() for replica in self.replicas]
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            try:
+                ray.get(ready)
+            except Exception:  # noqa: BLE001 - a replica that cannot start is found and dropped by generate
+                pass
 
     def generate(self, requests: Iterable[Request]) -> Iterator[Response]:
         ray = connect(self.rcfg)

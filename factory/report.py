@@ -333,7 +333,10 @@ def print_build_summary(summary: BuildSummary, console: Console) -> None:
     if summary.priced and getattr(summary, "batched", False):  # mode: batch: next to what online would cost
         table.add_row("cost online", f"${summary.cost_online:,.4f} (batch saves ${summary.cost_online - summary.cost:,.4f})")
     # the whole run's wall time (filter and export too) is the pipeline's last line
+    speed = getattr(summary, "generate_s", 0.0)
     table.add_row("generation", _seconds(summary.wall_s) + " plan + generate"
+                  + (f" (teachers starting {_seconds(summary.startup_s)}, generating {_seconds(speed)}"
+                     f" at {summary.tokens_per_s:,.1f} tokens/s)" if speed and summary.tokens_out else "")
                   + (" (interrupted)" if summary.interrupted else ""))
     table.add_row("store", summary.store_path)
     console.print(table)

@@ -24,6 +24,16 @@ class Teacher(Protocol):
 
     def close(self) -> None: ...
 
+    # optional: `start()` loads the model (or the cluster's replicas) before the first request, so a
+    # build can report start-up apart from generation; a teacher without it starts on first use
+
+
+def start(teacher: object) -> None:
+    """Load a teacher now if it can (its optional `start()`); else it loads on first use."""
+    begin = getattr(teacher, "start", None)
+    if begin is not None:
+        begin()
+
 
 def by_prompt(requests: Iterable[Request]) -> Iterator[list[Request]]:
     """Group adjacent requests that share a prompt (the samples of one seed)."""

@@ -191,6 +191,13 @@ class LocalTeacher:
 
     # -- the interface ---------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Load the model now (build reports it as start-up); a failure shows again in generate."""
+        try:
+            self._load()
+        except Exception:  # generate raises it as one line, or answers every request with it
+            pass
+
     def generate(self, requests: Iterable[Request]) -> Iterator[Response]:
         try:
             self._load()
