@@ -156,7 +156,7 @@ def bare(base_url: str, n: int, c: int, transport: str, mode: str) -> dict:
 
 
 def teacher(base_url: str, n: int, c: int, transport: str, timeout_s: float = 60.0, max_retries: int = 6,
-            store: bool = True, commit_every_s: float = 0.1) -> dict:
+            store: bool = True, commit_every_s: float = 0.1, stream: bool = True) -> dict:
     """factory's OpenAITeacher, every response written to a DuckDB Store as the build does."""
     from factory import store as store_mod
     from factory.config import teacher_config
@@ -164,7 +164,7 @@ def teacher(base_url: str, n: int, c: int, transport: str, timeout_s: float = 60
     from factory.teachers.openai import OpenAITeacher
 
     cfg = teacher_config(name="bench", backend="openai", model=MODEL, base_url=base_url, api_key_env=None,
-                         max_concurrency=c, timeout_s=timeout_s, max_retries=max_retries)
+                         max_concurrency=c, timeout_s=timeout_s, max_retries=max_retries, stream=stream)
     params = {"temperature": 0.7, "top_p": 0.95, "max_tokens": MAX_TOKENS, "logprobs": 0}
     requests = (Request(f"seed{i}", "bench", MODEL, "bench", ({"role": "user", "content": prompt(i)},), params)
                 for i in range(n))
@@ -264,6 +264,7 @@ def phase_a(srv, n: int, rounds: int, curator_py: str) -> dict:
         main: lambda c: timed(teacher, srv.base_url, n, c, "aiohttp"),
         "factory aiohttp, no store": lambda c: timed(teacher, srv.base_url, n, c, "aiohttp", store=False),
         "factory aiohttp +store/0.5s": lambda c: timed(teacher, srv.base_url, n, c, "aiohttp", commit_every_s=0.5),
+        "factory aiohttp +store, stream: false": lambda c: timed(teacher, srv.base_url, n, c, "aiohttp", stream=False),
         "bare httpx create": lambda c: timed(bare, srv.base_url, n // 4, c, "httpx", "create"),
         "factory httpx +store": lambda c: timed(teacher, srv.base_url, n // 4, c, "httpx"),
     }

@@ -42,7 +42,6 @@ import logging
 import os
 import queue
 import random
-import re
 import sys
 import threading
 import time
@@ -747,9 +746,6 @@ class _IdleTimer:
         self.handle.cancel()
 
 
-_DATA_LINE = re.compile(rb"^data:[ \t]*(.*?)[ \t\r]*$", re.M)  # SSE `data:` lines; the rest is skipped
-
-
 class StreamedCompletion:
     """Server-sent `chat.completion.chunk` events put together into the body of a plain call."""
 
@@ -765,7 +761,8 @@ class StreamedCompletion:
         buf = self._buf + piece
         cut = len(buf) if end else buf.rfind(b"\n") + 1
         self._buf = buf[cut:]
-        payloads = _DATA_LINE.findall(buf, 0, cut)
+        # `data:` lines by a split, not a regex: a multiline regex over a whole response cost ~5 us per event
+        payloads = [line[5:].strip() for line in buf[:cut].split(b"\n") if line.startswith(b"data:")]
         if not payloads:
             return
         if payloads[-1].strip() == b"[DONE]":
@@ -810,9 +807,10 @@ class StreamedCompletion:
             content = delta.get("content")
             if isinstance(content, str) and content:
                 ch["content"].append(content)
-            reasoning = _reasoning_of(delta)
-            if reasoning:
-                ch["reasoning"].append(reasoning)
+            if len(delta) > ("content" in delta) + ("role" in delta):  # most deltas carry only content
+                reasoning = _reasoning_of(delta)
+                if reasoning:
+                    ch["reasoning"].append(reasoning)
             if c.get("finish_reason"):
                 ch["finish_reason"] = c["finish_reason"]
             lp = c.get("logprobs")
