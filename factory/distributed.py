@@ -25,6 +25,8 @@ Ray is an optional dependency (`pip install 'factory[ray]'`), imported on first 
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
@@ -89,15 +91,65 @@ def shards(requests: Iterable[Request], size: int) -> Iterator[list[Request]]:
 
 
 class _Replica:
-    """One teacher on the cluster (becomes a Ray actor): the model is loaded once, on the first shard."""
+    """One teacher on the cluster (becomes a Ray actor): the model is loaded once.
+
+    A teacher that `takes_gaps` (the local engine) is fed shard after shard through one long
+    generate() call on a thread of the actor, so its continuous batch refills from the next shard
+    while the last rows of the previous one finish (no drain per shard); each `generate(shard)` call
+    (the actor runs QUEUED_PER_REPLICA of them at once) returns when its own requests are answered.
+    Other teachers (vllm: one LLM.generate per call) answer one shard per call."""
 
     def __init__(self, tcfg: TeacherConfig):
         from factory.teachers import make_teacher
 
         self.teacher = make_teacher(tcfg)
+        self.streams = getattr(self.teacher, "takes_gaps", False)
+        self.inbox: queue.SimpleQueue[list[Request]] = queue.SimpleQueue()
+        self.waiting: dict[str, _Shard] = {}  # request id -> its shard
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
 
     def generate(self, shard: list[Request]) -> list[Response]:
-        return list(self.teacher.generate(shard))
+        if not self.streams:
+            return list(self.teacher.generate(shard))
+        mine = _Shard(len(shard))
+        with self.lock:  # the generating thread decides to stop under this lock: a shard is never stranded
+            self.waiting.update((r.request_id, mine) for r in shard)
+            self.inbox.put(shard)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, daemon=True)
+                self.thread.start()
+        mine.done.wait()
+        if mine.error is not None:
+            raise mine.error
+        return mine.answers
+
+    def _feed(self) -> Iterator[Request | None]:
+        while True:
+            try:
+                yield from self.inbox.get_nowait()
+            except queue.Empty:
+                yield None  # nothing for now: the engine keeps decoding and asks again
+
+    def _run(self) -> None:
+        while True:
+            try:
+                for response in self.teacher.generate(self._feed()):
+                    with self.lock:
+                        shard = self.waiting.pop(response.request_id, None)
+                    if shard is not None:
+                        shard.add(response)
+            except BaseException as e:  # noqa: BLE001 - every waiting shard gets it (a load error, a bug)
+                with self.lock:
+                    shards, self.waiting = set(self.waiting.values()), {}
+                    while not self.inbox.empty():
+                        self.inbox.get_nowait()
+                for shard in shards:
+                    shard.fail(e)
+            with self.lock:  # generate() ended (a teacher may end at a gap): go on while work is waiting
+                if not self.waiting:
+                    self.thread = None
+                    return
 
     def ready(self) -> bool:
         """Load the model (a failure to load shows on the first shard, as locally)."""
@@ -105,6 +157,24 @@ class _Replica:
 
         start(self.teacher)
         return True
+
+
+class _Shard:
+    """The answers of one shard, collected on the replica's generating thread."""
+
+    __slots__ = ("size", "answers", "done", "error")
+
+    def __init__(self, size: int):
+        self.size, self.answers, self.done, self.error = size, [], threading.Event(), None
+
+    def add(self, response: Response) -> None:
+        self.answers.append(response)
+        if len(self.answers) >= self.size:
+            self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
 
 
 class RayTeacher:
@@ -133,8 +203,10 @@ class RayTeacher:
         gpus = self.rcfg.gpus_per_replica
         if self.cfg.backend == "vllm" and gpus == 0:
             gpus = _vllm_gpus(self.cfg)
+        # a thread per queued shard (they wait; one thread generates) and one for ready()
         actor = ray.remote(_Replica).options(num_cpus=self.rcfg.cpus_per_replica, num_gpus=gpus,
-                                             max_restarts=0, max_task_retries=0)
+                                             max_restarts=0, max_task_retries=0,
+                                             max_concurrency=QUEUED_PER_REPLICA + 1)
         self.replicas = [actor.remote(self.cfg) for _ in range(self.rcfg.replicas)]
         self.alive = len(self.replicas)
         self._show()

@@ -88,12 +88,17 @@ def test_a_ray_build_stores_what_a_local_build_stores(cluster, local_store, tmp_
     assert build(project, *RAY_SETTINGS).requests_sent == 0  # resumes like a local build: nothing left
 
 
-def test_a_build_started_locally_finishes_on_ray(cluster, local_store, tmp_path):
+def test_a_build_started_locally_finishes_on_ray_and_the_reverse(cluster, local_store, tmp_path):
     project = make_project(tmp_path / "mixed")
     build(project, "sources.0.limit=3")  # part of the plan locally
     summary = build(project, *RAY_SETTINGS)
     assert summary.requests_cached == 6 and summary.requests_sent == 2 * SEEDS - 6
     assert stored(project) == stored(local_store)
+    back = make_project(tmp_path / "mixed-back")  # and the reverse: started on Ray, finished locally
+    build(back, *RAY_SETTINGS, "sources.0.limit=3")
+    summary = build(back)
+    assert summary.requests_cached == 6 and summary.requests_sent == 2 * SEEDS - 6
+    assert stored(back) == stored(local_store)
 
 
 def test_a_worker_node_removed_mid_build_loses_nothing(cluster, local_store, tmp_path, monkeypatch):

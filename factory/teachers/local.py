@@ -39,7 +39,7 @@ from factory.config import LocalTeacherConfig
 from factory.embedded import resolve_model
 from factory.errors import FactoryError, TeacherError
 from factory.records import Request, Response
-from factory.teachers.base import by_prompt
+
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +136,33 @@ class _Row:
     started: float = 0.0
 
 
+IDLE_WAIT_S = 0.002  # an idle engine asks a live feed again after this
+GAP = object()  # in the engine's row stream: nothing to admit now, keep decoding the running batch
+
+
+def _groups(requests: Iterable[Request | None]) -> Iterator[list[Request] | None]:
+    """by_prompt, passing a None through (it ends the group before it: a feed pauses between prompts)."""
+    group: list[Request] = []
+    for r in requests:
+        if r is None or (group and r.prompt_id != group[0].prompt_id):
+            if group:
+                yield group
+            group = []
+            if r is None:
+                yield None
+                continue
+        group.append(r)
+    if group:
+        yield group
+
+
 class LocalTeacher:
     """Teacher backend "local": transformers in-process (see the module docstring)."""
+
+    # `requests` may hold None: "nothing more for now" from a live feed (a Ray replica fed shard after
+    # shard): the running batch goes on decoding and the stream is asked again, so batches continue
+    # across shards instead of draining at the end of each
+    takes_gaps = True
 
     def __init__(self, cfg: LocalTeacherConfig):
         self.cfg = cfg
@@ -209,6 +234,8 @@ class LocalTeacher:
         except Exception as e:  # a model that loads but cannot run here: every request gets the error
             reason = f"load_failed: {type(e).__name__}: {e}"[:300]
             for r in requests:
+                if r is None:  # a live feed with nothing for now: what it sends later is asked again
+                    return
                 yield self._error(r, reason)
             return
         import torch
@@ -236,9 +263,13 @@ class LocalTeacher:
             text = self._token_text[token_id] = self._tok.decode([token_id])
         return text
 
-    def rows(self, requests: Iterable[Request], errors: deque) -> Iterator[_Row]:
-        """Lazily turn the request stream into rows; requests that cannot start go to `errors`."""
-        for group in by_prompt(requests):
+    def rows(self, requests: Iterable[Request | None], errors: deque) -> Iterator[_Row | object]:
+        """Lazily turn the request stream into rows; requests that cannot start go to `errors`.
+        A None in the stream (a live feed with nothing for now, see `takes_gaps`) passes on as GAP."""
+        for group in _groups(requests):
+            if group is None:
+                yield GAP
+                continue
             first = group[0]
             try:
                 p = first.params
@@ -308,6 +339,7 @@ class _Engine:
         while True:
             live = sum(r.finish is None for r in self.rows)
             dead = len(self.rows) - live
+            idle = False
             # admit when a useful number of slots are free (a merge copies the whole cache)
             want = self.B - live
             if not exhausted and (live == 0 or want >= max(1, self.B // 8)):
@@ -316,6 +348,9 @@ class _Engine:
                     row = next(source, None)
                     while errors:
                         yield errors.popleft()
+                    if row is GAP:
+                        idle = live == 0
+                        break
                     if row is None:
                         exhausted = True
                         break
@@ -326,6 +361,8 @@ class _Engine:
             if not self.rows:
                 if exhausted:
                     break
+                if idle:  # a live feed with nothing for now and nothing running: wait for it
+                    time.sleep(IDLE_WAIT_S)
                 continue
             if dead and (dead >= max(1, len(self.rows) // 4) or live == 0):
                 try:

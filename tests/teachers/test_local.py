@@ -208,3 +208,37 @@ def test_thread_tuner_keeps_the_faster_count_and_rechecks():
             tuner.record(n, times[n])
         assert tuner.best == min(times, key=times.get)
     assert used[:4] == [4, 4, 1, 1] and set(used[4:10]) == {1} and set(used[14:]) == {4}
+
+
+@pytest.mark.slow
+def test_a_live_feed_with_gaps_gives_the_texts_of_one_stream(teacher):
+    """A Ray replica feeds shard after shard with None between them ("nothing for now"): the running
+    batch keeps decoding and later shards join it; greedy texts are those of one plain stream."""
+    import queue
+    import threading
+
+    requests = make_requests(QUESTIONS, temperature=0, max_tokens=12)
+    plain = {r.request_id: r.text for r in teacher.generate(requests)}
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+    gaps = 0
+
+    def feed():
+        nonlocal gaps
+        while True:
+            try:
+                item = inbox.get_nowait()
+            except queue.Empty:
+                gaps += 1
+                yield None
+                continue
+            if item == "end":
+                return
+            yield from item
+
+    half = len(requests) // 2
+    inbox.put(requests[:half])
+    later = threading.Timer(0.3, lambda: (inbox.put(requests[half:]), inbox.put("end")))
+    later.start()
+    fed = {r.request_id: r.text for r in teacher.generate(feed())}
+    later.join()
+    assert gaps > 0 and fed == plain
