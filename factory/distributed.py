@@ -4,9 +4,12 @@ The driver (the `factory` process) stays the one writer of the store: it reads t
 requests, sends them in shards to replicas on the cluster, and stores what streams back through
 the same ResponseWriter a local build uses. So the rows, ids and resume rules are the local ones:
 
-- a replica is a Ray actor holding one teacher (`local`: one transformers model; `vllm`: one
-  engine on `gpus_per_replica` GPUs), loaded once and fed shards of `shard_size` requests (the
-  samples of one prompt stay in one shard); each replica has two shards queued so it never waits;
+- a replica is a Ray actor holding one teacher (`local`: one transformers model; `vllm` with
+  `build.ray.vllm_data: false`: one engine on `gpus_per_replica` GPUs; by default a `vllm` teacher
+  goes through Ray Data's LLM processor instead, see factory/ray_llm.py), loaded once (`start()`,
+  reported as start-up) and fed shards of `shard_size` requests (the samples of one prompt stay in
+  one shard); each replica has two shards queued so it never waits, and the local engine takes the
+  next shard into its running batch while the last rows of the previous one finish;
 - answers come back per shard (ray.wait: whichever shard finishes first) and are stored at once;
   a killed driver loses only the shards in flight (nothing stored is touched), and the rerun's
   plan asks only for what has no success yet;
@@ -60,7 +63,9 @@ def connect(rcfg: RayConfig | None = None) -> Any:
     ray = _ray()
     if ray.is_initialized():
         return ray
-    address = (rcfg.address if rcfg else None) or os.environ.get("RAY_ADDRESS") or None
+    # "local": a new cluster on this machine, never one that happens to run here already (ray.init's
+    # own default would attach to it); a running one is used when named, by address or $RAY_ADDRESS
+    address = (rcfg.address if rcfg else None) or os.environ.get("RAY_ADDRESS") or "local"
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                  configure_logging=False)

@@ -54,6 +54,7 @@ ANSWER_SCAN_CHARS = 32_768
 CODE_SCAN_CHARS = 262_144
 # an extracted math answer longer than this is not a final answer (it is prose or garbage)
 MAX_ANSWER_CHARS = 2_000
+MAX_TAGGED_ANSWER_CHARS = 16_000  # what <answer>...</answer> may hold (reasoning-gym's move lists, grids)
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"
@@ -687,7 +688,8 @@ def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
 
     if answer is not None:
         answer = _strip_answer(answer)
-        if not answer or len(answer) > MAX_ANSWER_CHARS:
+        # an explicit <answer> tag may hold a long answer (a move list, a grid); elsewhere length means prose
+        if not answer or len(answer) > (MAX_TAGGED_ANSWER_CHARS if source == "answer_tag" else MAX_ANSWER_CHARS):
             return Parsed(reasoning, None, think_closed, None, truncated, NO_ANSWER)
         if _hedged(answer):
             return Parsed(reasoning, None, think_closed, source, truncated, HEDGED)

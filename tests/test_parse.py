@@ -469,3 +469,11 @@ def test_one_value_in_an_answer_sentence(text, answer):
 def test_answer_tags_second_readings_and_closings(text, finish, answer, error):
     p = parse(text, finish_reason=finish)
     assert (p.answer, p.error) == (answer, error)
+
+
+def test_a_long_answer_in_an_answer_tag_is_kept_and_long_prose_is_not():
+    moves = "\n".join(f"Move disk {i % 3 + 1} from Peg 1 to Peg 3" for i in range(127))  # ~4,000 chars
+    p = parse(f"<think>Plan the moves.</think>\n<answer>\n{moves}\n</answer>")
+    assert p.answer == moves and p.answer_source == "answer_tag"
+    prose = "The answer is " + "very " * 600 + "long."
+    assert parse(prose).answer is None
