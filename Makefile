@@ -41,7 +41,7 @@ $(VVENV)/.installed: pyproject.toml scripts/vllm_venv.sh
 vllm: $(VVENV)/.installed
 
 test-vllm: $(VVENV)/.installed
-	$(VVENV)/bin/python -m pytest -q -m vllm tests/test_vllm_teacher.py
+	$(VVENV)/bin/python -m pytest -q -m vllm tests/teachers/test_vllm.py tests/teachers/test_batch_file.py tests/test_ray_llm.py
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/fanout.py

@@ -94,7 +94,12 @@ def _plan(cfg: Config, store: Store, prompts: Prompts, summary: BuildSummary, co
     seen: set[str] = set()
     for index, source in enumerate(cfg.sources):
         plan = plan_source(source, cfg.base_dir)
-        template = source.template or DEFAULT_TEMPLATES[plan.domain]
+        gym_source = source.kind == "reasoning_gym"
+        if gym_source:  # with the fresh draws earlier refreshes recorded (refresh.fresh_seeds)
+            from factory import gym
+
+            plan = gym.with_recorded_draws(store, plan)
+        template = source.template or (gym.GYM_TEMPLATE if gym_source else DEFAULT_TEMPLATES[plan.domain])
         prompts.load(template)  # syntax errors surface before any row is read
         seeds: list[Seed] = []
         requests: list[Request] = []
@@ -125,7 +130,7 @@ def _plan(cfg: Config, store: Store, prompts: Prompts, summary: BuildSummary, co
                 continue
             seen.add(item.seed_id)
             summary.seeds_loaded += 1
-            if item.domain == "math" and item.answer is not None:
+            if item.domain == "math" and item.answer is not None and not gym_source:  # gym: the task's scorer
                 references.setdefault(item.answer, [item.meta["row"], 0])[1] += 1
             messages = prompts.render(template, item)
             seeds.append(item)
@@ -289,6 +294,10 @@ def _make_teacher(cfg: Config, tcfg: TeacherConfig, console: Console) -> Teacher
     if not needs_cluster(tcfg):
         console.print(f"teacher '{tcfg.name}' ({tcfg.backend}) needs no cluster: it runs in this process", highlight=False)
         return make_teacher(tcfg)
+    if tcfg.backend == "vllm" and cfg.build.ray.vllm_data:
+        from factory.ray_llm import RayDataVLLMTeacher
+
+        return RayDataVLLMTeacher(tcfg, cfg.build.ray)
     return RayTeacher(tcfg, cfg.build.ray)
 
 

@@ -69,10 +69,17 @@ def _load(config: Path, overrides: list[str] | None):
 def build_dataset_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
                       no_wait: Annotated[bool, typer.Option(
                           "--no-wait", help="Teachers in mode: batch submit their batches and exit; a later build "
-                                            "collects what finished.")] = False) -> None:
+                                            "collects what finished.")] = False,
+                      batch_files: Annotated[Optional[Path], typer.Option(
+                          "--batch-files", help="Plan, then write each teacher's pending requests as Batch API "
+                                                "JSONL into DIR/<teacher>/ instead of asking it (for `vllm "
+                                                "run-batch`; store its output with `factory import-batch`).")] = None
+                      ) -> None:
     """Render seeds through the prompts, ask the teachers, store every answer (resumable); filter and export."""
     from factory.pipeline import EXIT_INTERRUPTED, run_pipeline
 
+    if batch_files is not None:
+        return _write_batch_files(_load(config, set_), batch_files)
     result = run_pipeline(_load(config, set_), console=console, wait_batches=not no_wait)
     if result.stopped and result.exit_code == 0:  # batches in flight (--no-wait): not an error
         console.print(result.stopped, highlight=False)
@@ -80,6 +87,29 @@ def build_dataset_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = N
         _fail(result.stopped, result.exit_code)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+
+
+def _write_batch_files(cfg, folder: Path) -> None:
+    """`build dataset --batch-files DIR`: the plan stage, then the pending requests into files (nothing sent)."""
+    from factory.build import build_dataset
+    from factory.teachers.batch_file import BatchFileWriter
+
+    writers = {t.name: BatchFileWriter(t, folder) for t in cfg.teachers if t.generate}
+    for w in writers.values():
+        w.clear()
+    summary = build_dataset(cfg, console=console, teachers=writers)
+    for w in writers.values():
+        if w.files:
+            console.print(f"{w.name}: {w.requests_written} requests -> {len(w.files)} file(s) in {w.folder} "
+                          f"(body model: '{w.model}')", highlight=False)
+        for request_id, size in w.too_large[:3]:
+            console.print(f"[yellow]{w.name}: request {request_id} not written: {size} bytes is over "
+                          f"batch_max_bytes[/]", highlight=False)
+    if not any(w.files for w in writers.values()):
+        console.print(f"nothing pending: every one of the {summary.requests_planned} planned requests has an answer",
+                      highlight=False)
+    if summary.interrupted:
+        raise typer.Exit(130)
 
 
 @app.command("batches")
@@ -187,6 +217,11 @@ PushOpt = Annotated[bool, typer.Option("--push-to-hub", help="Push the trained m
                                                              "(token from HF_TOKEN).")]
 
 
+GGUFOpt = Annotated[Optional[str], typer.Option(
+    "--gguf", help="At the end, also write the model as a verified GGUF of this type (f16 or q8_0) with an Ollama "
+                   "Modelfile, in <run>/gguf/ (as `factory export-model` does).")]
+
+
 ProcessesOpt = Annotated[int, typer.Option(
     "--num-processes", min=1, help="Train data-parallel on N processes (one per GPU; CPU processes without a "
                                    "GPU): re-runs this command under `accelerate launch`.")]
@@ -196,27 +231,35 @@ AccelerateOpt = Annotated[Optional[Path], typer.Option(
 
 
 def _train(method: str, config: Path, set_: list[str] | None, push_to_hub: bool, num_processes: int = 1,
-           accelerate_config: Path | None = None) -> None:
+           accelerate_config: Path | None = None, gguf: str | None = None) -> None:
     import importlib
 
     from factory.train.common import print_train_summary, push_model
     from factory.train.launch import is_main_process, world_size
 
     cfg = _load(config, set_)
+    if gguf is not None:  # a typo fails now, not after the training
+        from factory.train.gguf import check_type
+
+        check_type(gguf, cfg.train.model)
     if world_size() == 1 and (num_processes > 1 or accelerate_config is not None):
-        _launch(cfg, method, config, set_, push_to_hub, num_processes, accelerate_config)
+        _launch(cfg, method, config, set_, push_to_hub, num_processes, accelerate_config, gguf)
     main = is_main_process()  # under a launcher: rank 0 alone prints, saves and pushes
     fn = getattr(importlib.import_module(f"factory.train.{method}"), f"train_{method}")
     summary = fn(cfg, console=console if main else Console(stderr=True, quiet=True))
     if not main:
         return
     print_train_summary(summary, console)
+    if gguf is not None:  # before the push, so that the GGUF and its Modelfile are uploaded too
+        from factory.train.gguf import export_gguf, print_gguf_export
+
+        print_gguf_export(export_gguf(summary.output_dir, gguf, console=console), console)
     if push_to_hub:
         console.print(f"pushed -> {push_model(cfg, summary)}", highlight=False)
 
 
 def _launch(cfg, method: str, config: Path, set_: list[str] | None, push_to_hub: bool, num_processes: int,
-            accelerate_config: Path | None) -> None:
+            accelerate_config: Path | None, gguf: str | None = None) -> None:
     """Re-run `factory train <method>` in num_processes processes under `accelerate launch`; exits."""
     from factory.train.common import TrainError, data_folder
     from factory.train.launch import relaunch
@@ -225,31 +268,45 @@ def _launch(cfg, method: str, config: Path, set_: list[str] | None, push_to_hub:
         raise TrainError(f"--accelerate-config: {accelerate_config} does not exist")
     data_folder(cfg)  # here, once: a missing export is written by one process, a bad version fails in one line
     args = ["train", method, "-c", str(config), *(a for s in set_ or [] for a in ("--set", s)),
-            *(["--push-to-hub"] if push_to_hub else [])]
+            *(["--push-to-hub"] if push_to_hub else []), *(["--gguf", gguf] if gguf else [])]
     raise typer.Exit(relaunch(args, num_processes, accelerate_config))
 
 
 @train_app.command("sft")
 def train_sft_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None, push_to_hub: PushOpt = False,
-                  num_processes: ProcessesOpt = 1, accelerate_config: AccelerateOpt = None) -> None:
+                  num_processes: ProcessesOpt = 1, accelerate_config: AccelerateOpt = None, gguf: GGUFOpt = None) -> None:
     """Supervised fine-tuning (TRL SFTTrainer) on the `sft` split: loss on the assistant turn only."""
-    _train("sft", config, set_, push_to_hub, num_processes, accelerate_config)
+    _train("sft", config, set_, push_to_hub, num_processes, accelerate_config, gguf)
 
 
 @train_app.command("dpo")
 def train_dpo_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None, push_to_hub: PushOpt = False,
-                  num_processes: ProcessesOpt = 1, accelerate_config: AccelerateOpt = None) -> None:
+                  num_processes: ProcessesOpt = 1, accelerate_config: AccelerateOpt = None, gguf: GGUFOpt = None) -> None:
     """Preference training (TRL DPOTrainer) on the `dpo` split: verified vs failed traces of a seed."""
-    _train("dpo", config, set_, push_to_hub, num_processes, accelerate_config)
+    _train("dpo", config, set_, push_to_hub, num_processes, accelerate_config, gguf)
 
 
 @train_app.command("distill")
 def train_distill_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
                       push_to_hub: PushOpt = False, num_processes: ProcessesOpt = 1,
-                      accelerate_config: AccelerateOpt = None) -> None:
+                      accelerate_config: AccelerateOpt = None, gguf: GGUFOpt = None) -> None:
     """Distillation: soft labels from stored teacher logprobs (train.distill.mode=soft_labels) or
     on-policy with a teacher model (mode=on_policy, TRL DistillationTrainer)."""
-    _train("distill", config, set_, push_to_hub, num_processes, accelerate_config)
+    _train("distill", config, set_, push_to_hub, num_processes, accelerate_config, gguf)
+
+
+@app.command("export-model")
+def export_model_cmd(model_dir: Annotated[Path, typer.Argument(help="A trained model folder (a `factory train` run).")],
+                     gguf: Annotated[str, typer.Option("--gguf", help="GGUF type: f16 or q8_0.")] = "q8_0",
+                     out: Annotated[Optional[Path], typer.Option(
+                         "--out", help="Where to write (default: MODEL_DIR/gguf).")] = None,
+                     verify: Annotated[bool, typer.Option(
+                         "--verify/--no-verify", help="Load the GGUF back and compare it with the model.")] = True,
+                     ) -> None:
+    """Write a model as a GGUF for llama.cpp / Ollama (plus a Modelfile), verified against the model."""
+    from factory.train.gguf import export_gguf, print_gguf_export
+
+    print_gguf_export(export_gguf(model_dir, gguf, out, verify=verify, console=console), console)
 
 
 @app.command("eval")

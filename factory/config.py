@@ -24,9 +24,18 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# keys of a `kind: reasoning_gym` source (factory/gym.py), and of a file source only: each is an error on the other
+# (with their defaults: a dumped config that holds them at their defaults loads again)
+GYM_SOURCE_KEYS = {"task": None, "tasks": None, "size": None, "seed": 0, "config": {}}
+FILE_SOURCE_KEYS = {"path": None, "format": None, "preset": None, "fields": {}, "answer_after": None,
+                    "answer_boxed": False, "answer_regex": None, "strip_units": False, "split": "train", "limit": None}
+
+
 class SourceConfig(Strict):
     name: str
-    path: str  # a JSONL / JSON / Parquet / CSV file, or an HF dataset (local folder or Hub name) with format: hf
+    # file: rows read from `path`; reasoning_gym: problems drawn from reasoning-gym's generators (factory/gym.py)
+    kind: Literal["file", "reasoning_gym"] = "file"
+    path: str | None = None  # a JSONL / JSON / Parquet / CSV file, or an HF dataset (local folder or Hub name) with format: hf
     format: Literal["jsonl", "json", "parquet", "csv", "hf"] | None = None  # None: from the file extension
     preset: Literal["gsm8k", "math500", "humaneval"] | None = None  # a shipped field mapping
     # record field -> a source column, or a jinja expression over the row ("{{ Body }} {{ Question }}",
@@ -42,8 +51,45 @@ class SourceConfig(Strict):
     domain: Literal["math", "code"] | None = None
     split: str = "train"  # HF datasets only
     limit: int | None = Field(default=None, ge=1)
-    template: str | None = None  # default: math_cot.jinja / code_cot.jinja by domain
+    template: str | None = None  # default: math_cot.jinja / code_cot.jinja by domain (gym_cot.jinja for reasoning_gym)
     licence: str | None = None
+    # kind: reasoning_gym: one task, or a weighted mix of tasks ({name: weight}); `size` problems drawn with
+    # generator seed `seed`; `config` is the task's settings (a mix: {task: settings})
+    task: str | None = None
+    tasks: dict[str, float] | None = None
+    size: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_of_its_kind(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        gym = data.get("kind") == "reasoning_gym"
+        for key, default in (FILE_SOURCE_KEYS if gym else GYM_SOURCE_KEYS).items():
+            if key in data and data[key] != default:
+                why = "not a setting of a reasoning_gym source" if gym else \
+                    "a setting of kind: reasoning_gym sources (set kind: reasoning_gym)"
+                raise PydanticCustomError("not_read", why, {"key": key})
+        if not gym and data.get("path") is None:
+            raise PydanticCustomError("not_read", "required: the file or dataset to read (or set kind: reasoning_gym)",
+                                      {"key": "path"})
+        if gym:
+            if bool(data.get("task")) == bool(data.get("tasks")):
+                raise PydanticCustomError("not_read", "set one of task (a reasoning-gym task name) or tasks "
+                                          "({task: weight, ...})", {"key": "task"})
+            if data.get("size") is None:
+                raise PydanticCustomError("not_read", "required: how many problems to draw", {"key": "size"})
+        return data
+
+    @field_validator("tasks")
+    @classmethod
+    def _positive_weights(cls, tasks: dict[str, float] | None) -> dict[str, float] | None:
+        bad = [name for name, weight in (tasks or {}).items() if not weight > 0]
+        if bad:
+            raise ValueError(f"weights must be positive, got {bad[0]}: {tasks[bad[0]]}")
+        return tasks
 
     @field_validator("answer_regex")
     @classmethod
@@ -211,6 +257,9 @@ class RayConfig(Strict):
     gpus_per_replica: float = Field(default=0.0, ge=0)  # vllm: tensor x pipeline parallel size
     shard_size: int = Field(default=64, ge=1)  # requests per task sent to a replica
     check_batch: int = Field(default=256, ge=1)  # items per Ray task of the filter's checks
+    # a vllm teacher runs through Ray Data's LLM processor (ray_llm.py: one engine per replica, tensor/
+    # pipeline parallel from engine_args); false: one vllm teacher per Ray actor (distributed.RayTeacher)
+    vllm_data: bool = True
 
 
 class BuildConfig(Strict):
@@ -265,7 +314,37 @@ class FilterConfig(Strict):
         "math500": "data/benchmarks/math500_test.jsonl",
         "humaneval": "data/benchmarks/humaneval.jsonl.gz"})
     per_seed: int = Field(default=1, ge=1)  # traces kept per seed
+    # reasoning_gym seeds: a trace is verified when the task's own score_answer gives at least this (0..1)
+    gym_min_score: float = Field(default=1.0, ge=0, le=1)
     prefer: Literal["shortest", "diverse"] = "shortest"  # after verified-first
+
+
+class StudentConfig(Strict):
+    """`select.student`: the student answers each seed `samples` times; a seed is kept only if its pass rate
+    (verified answers / answered samples) lies in `pass_rate` [lo, hi], bounds included (factory/student.py).
+    Unset sampling settings are the build's (`generation:`)."""
+
+    teacher: str  # a teacher entry (any backend) that serves the student, with generate: false
+    samples: int = Field(default=4, ge=1)  # k answers per seed
+    pass_rate: tuple[float, float]  # [lo, hi]: below lo a seed is too hard for the student, above hi too easy
+    template: str | None = None  # default: the seed's own template (as the teachers saw it)
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+
+    @field_validator("pass_rate")
+    @classmethod
+    def _a_band(cls, band: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = band
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"expected [lo, hi] with 0 <= lo <= hi <= 1, got [{lo:g}, {hi:g}]")
+        return band
+
+
+class SelectConfig(Strict):
+    """Which seeds are worth distilling (decided in the filter stage); nothing is selected by default."""
+
+    student: StudentConfig | None = None
 
 
 class ExportConfig(Strict):
@@ -407,6 +486,8 @@ class GatesConfig(Strict):
 
 class RefreshConfig(Strict):
     publish: bool = True  # push a version that passes the gates (needs publish.repo_id)
+    # draw this many problems nobody has seen from each reasoning_gym source on every refresh (factory/gym.py)
+    fresh_seeds: int = Field(default=0, ge=0)
     gates: GatesConfig = Field(default_factory=GatesConfig)
 
 
@@ -418,6 +499,7 @@ class Config(Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     build: BuildConfig = Field(default_factory=BuildConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -445,6 +527,21 @@ class Config(Strict):
             raise ValueError("filter.code.judge: the LLM judge is for math answers; code is judged by its tests")
         return self
 
+    @model_validator(mode="after")
+    def _student_is_a_teacher(self) -> Config:
+        student = self.select.student
+        if student is None:
+            return self
+        names = [t.name for t in self.teachers]
+        tcfg = next((t for t in self.teachers if t.name == student.teacher), None)
+        if tcfg is None:
+            raise ValueError(f"select.student.teacher: no teacher named '{student.teacher}' (teachers: {names})")
+        if tcfg.generate:  # its answers would be traces of the corpus
+            raise ValueError(f"select.student.teacher: teacher '{student.teacher}' must have generate: false "
+                             "(the student's answers never enter the corpus; add a second entry for the same "
+                             "model to use it as a teacher too)")
+        return self
+
     def path(self, p: str) -> Path:
         q = Path(p).expanduser()
         return q if q.is_absolute() else self.base_dir / q
@@ -462,8 +559,16 @@ class Config(Strict):
         data = {k: v for k, v in self.resolved().items() if k not in ("train", "eval", "publish", "refresh")}
         data["teachers"] = [FLAT_TEACHER_DEFAULTS | _hashed_teacher(t) for t in data["teachers"]]  # see FLAT_TEACHER_DEFAULTS
         data["build"].pop("progress_interval_s", None)  # how often progress is logged shapes nothing
+        for source in data["sources"]:  # keys added with reasoning_gym sources: left out at their defaults
+            for key, default in {"kind": "file", **GYM_SOURCE_KEYS}.items():
+                if source.get(key, default) == default:
+                    source.pop(key, None)
+        if data["filter"].get("gym_min_score") == 1.0:
+            data["filter"].pop("gym_min_score")
         for where in ("executor", "ray"):  # where the work runs shapes nothing either (same rows)
             data["build"].pop(where, None)
+        if data.get("select") == SelectConfig().model_dump(mode="json"):  # no selection: hashes as before it existed
+            data.pop("select")
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -220,7 +220,9 @@ def dataset_card(cfg: Config, version: int, n: dict, counts: dict, funnel: dict,
     funnel_rows = "\n".join(f"| {stage} | {sum(r.values())} | " + ", ".join(f"{k}: {v}" for k, v in r.items()) + " |"
                             for stage, r in funnel.items())
     teachers = "\n".join(f"| {t.name} | {t.backend} | {t.model} |" for t in cfg.teachers)
-    sources = "\n".join(f"| {s.name} | `{Path(s.path).name}` | {licences[s.name]} |" for s in cfg.sources)
+    origin = {s.name: Path(s.path).name if s.path else "reasoning_gym: " + (s.task or ", ".join(s.tasks or {}))
+              for s in cfg.sources}  # a reasoning_gym source has no path
+    sources = "\n".join(f"| {s.name} | `{origin[s.name]}` | {licences[s.name]} |" for s in cfg.sources)
     templates = sorted({r["template"] for r in sft})
     div = "\n".join(f"| {k} | {v} |" for k, v in diversity.items())
     hub = (f'load_dataset("{cfg.publish.repo_id}", "sft", split="train")' if cfg.publish.repo_id

@@ -28,6 +28,7 @@ from factory.errors import FilterError
 from factory.judge import judge_undecided
 from factory.prompts import Prompts
 from factory.store import Store
+from factory.student import ask_student, band_counts, band_line
 from factory.versions import record_version
 
 SIG_DTYPE = np.uint32  # what checks.minhash.minhash_signatures returns
@@ -135,7 +136,7 @@ def verify_math(store: Store, cfg: Config) -> int:
     query = """SELECT p.request_id, p.answer, d.answer AS reference
                FROM parsed p JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
                WHERE d.domain = 'math' AND d.answer IS NOT NULL AND p.error IS NULL AND p.answer IS NOT NULL
-                 AND NOT coalesce(p.truncated, FALSE)
+                 AND NOT coalesce(p.truncated, FALSE) AND json_extract(d.meta, '$.gym') IS NULL
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
     items = ((r["request_id"], r["answer"], r["reference"]) for rows in _batches(store, query) for r in rows)
     if cfg.build.executor == "ray":  # batches as Ray tasks; the verdicts are written here as locally
@@ -145,6 +146,34 @@ def verify_math(store: Store, cfg: Config) -> int:
                                           batch_size=cfg.build.ray.check_batch)
     else:
         verdicts = check_math(items, timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers)
+    return _write_checks_streaming(store, _verify_rows(verdicts), every=1000)
+
+
+def verify_gym(store: Store, cfg: Config) -> int:
+    """reasoning_gym seeds (factory/gym.py): the task's own score_answer on the final answer, in worker processes
+    with filter.verify_timeout_s; verified when the score reaches filter.gym_min_score. The parser decides whether
+    a trace has a final answer (not truncated, not hedged); the scorer reads it as reasoning-gym's own harness
+    would: the raw content of the last <answer> tag ("Smith, completing the sentence." keeps its full stop, "-61."
+    keeps its full stop too), else (a teacher that boxed its answer instead) the parser's answer."""
+    from factory.checks.gym import answer_tag_text, score_many
+
+    query = """SELECT p.request_id, p.answer, s.text, d.meta->'$.gym' AS gym
+               FROM parsed p JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
+               JOIN responses s USING (request_id)
+               WHERE json_extract(d.meta, '$.gym') IS NOT NULL AND p.error IS NULL AND p.answer IS NOT NULL
+                 AND NOT coalesce(p.truncated, FALSE)
+                 AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
+
+    def items():
+        for rows in _batches(store, query):
+            for r in rows:
+                gym = json.loads(r["gym"])
+                tag = answer_tag_text(r["text"])
+                yield (r["request_id"], gym["task"], gym["config"], gym["entry"],
+                       {"answer_tag": tag} if tag is not None else {"parsed": r["answer"]})
+
+    verdicts = score_many(items(), timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers,
+                          min_score=cfg.filter.gym_min_score)
     return _write_checks_streaming(store, _verify_rows(verdicts), every=1000)
 
 
@@ -182,6 +211,7 @@ def majority_vote(store: Store, cfg: Config) -> int:
                         JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
                         WHERE d.domain = 'math' AND d.answer IS NULL AND p.error IS NULL AND p.answer IS NOT NULL
                           AND trim(p.answer) <> '' AND NOT coalesce(p.truncated, FALSE)
+                          AND json_extract(d.meta, '$.gym') IS NULL
                         ORDER BY q.seed_id, p.request_id""")
     by_seed: dict[str, list[tuple[str, str]]] = {}
     for seed_id, request_id, answer in rows:
@@ -369,7 +399,8 @@ def _diverse_rank(store: Store, cfg: Config) -> None:
 # -- the stage ----------------------------------------------------------------------------------
 
 def run_filter(cfg: Config, console: Console | None = None, judges: dict | None = None) -> FilterSummary:
-    """Run the stage over the store; `judges` overrides the judge teacher's backend by name (tests)."""
+    """Run the stage over the store; `judges` overrides by name the backends the stage asks: the judge
+    (filter.math.judge) and the student (select.student.teacher) (tests)."""
     console = console or Console(stderr=True)
     started = time.monotonic()
     env = _sql_env(cfg)
@@ -377,10 +408,16 @@ def run_filter(cfg: Config, console: Console | None = None, judges: dict | None 
         if not store.sql("SELECT 1 FROM information_schema.tables WHERE table_name = 'plan'"):
             raise FilterError(f"{cfg.store_path}: no build plan yet (run `factory build dataset` first)")
         checks = Counter()
+        student = cfg.select.student
+        if student:  # first: its answers are then parsed and verified like any trace (never part of `plan`)
+            checks.update({f"student_{k}": v for k, v in ask_student(
+                store, cfg, Prompts(cfg.path(cfg.prompts_dir)), (judges or {}).get(student.teacher), console).items()})
         with console.status("filter: parsing") as status:
             checks["parsed"] = parse_new(store)
             status.update("filter: verifying math (math-verify, worker processes)")
             checks["verify_math"] = verify_math(store, cfg)
+            status.update("filter: scoring reasoning-gym answers (the tasks' own scorers, worker processes)")
+            checks["verify_gym"] = verify_gym(store, cfg)
             if cfg.filter.math.judge:
                 status.update(f"filter: asking the judge ({cfg.filter.math.judge}) about undecided answers")
                 checks.update({f"judge_{k}": v for k, v in judge_undecided(store, cfg, Prompts(cfg.path(cfg.prompts_dir)),
@@ -391,6 +428,11 @@ def run_filter(cfg: Config, console: Console | None = None, judges: dict | None 
             checks["majority"] = majority_vote(store, cfg)
             status.update("filter: deciding (SQL)")
             _run_sql(store, env, "traces.sql")
+            if student:  # a seed outside the student's band: all of its traces, before any other stage
+                _run_sql(store, env, "student.sql", lo=student.pass_rate[0], hi=student.pass_rate[1])
+                band = band_counts(store)
+                checks.update({f"student_{k}": v for k, v in band.items()})
+                console.print(band_line(cfg, band), highlight=False)
             _run_sql(store, env, "quality.sql", quality={"math": cfg.filter.math, "code": cfg.filter.code})
             _run_sql(store, env, "verify.sql", require_verified=cfg.filter.require_verified)
             status.update("filter: near-duplicates (MinHash + LSH)")

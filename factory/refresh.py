@@ -184,8 +184,24 @@ def _record(cfg: Config, result: RefreshResult, started: datetime) -> None:
                    _scrub(result.message, secrets)])
 
 
+def _draw_fresh(cfg: Config, console: Console) -> dict[str, Any]:
+    """refresh.fresh_seeds: each reasoning_gym source records a draw of that many problems never seen before
+    (factory/gym.py), which this refresh's build, and every later one, plans."""
+    if not cfg.refresh.fresh_seeds or not any(s.kind == "reasoning_gym" for s in cfg.sources):
+        return {}
+    from factory.gym import draw_fresh_seeds
+
+    with Store(cfg.store_path) as store:
+        drawn = draw_fresh_seeds(store, cfg.sources, cfg.refresh.fresh_seeds)
+    for name, d in drawn.items():
+        console.print(f"fresh seeds: {name}: {d['new']} new of {d['asked']} asked (generator seed {d['seed']}, "
+                      f"{d['indices']} drawn)", highlight=False)
+    return drawn
+
+
 def _refresh(cfg: Config, console: Console, result: RefreshResult, force: bool = False) -> None:
     before = _seeds_before(cfg)
+    fresh = _draw_fresh(cfg, console)
     run = run_pipeline(cfg, console=console, export=False)  # only a version that is published is exported
     result.teacher_calls = run.build.requests_sent
     if run.stopped:
@@ -206,6 +222,8 @@ def _refresh(cfg: Config, console: Console, result: RefreshResult, force: bool =
     removed = sorted(before - after)
     result.comparison["sources"] = {"seeds": len(after), "added": len(after - before),
                                     "removed": len(removed), "removed_ids": removed[:SHOW_REMOVED]}
+    if fresh:
+        result.comparison["sources"]["fresh_seeds"] = fresh
     result.gates = check_gates(cfg.refresh.gates, result.comparison, force=force)
     print_comparison(result.comparison, result.gates, console)
     if result.failed_gates:

@@ -126,6 +126,11 @@ def _expression_columns(text: str) -> set[str]:
 # -- planning ------------------------------------------------------------------------------------
 
 def plan_source(cfg: SourceConfig, base_dir: Path = Path(".")) -> SourcePlan:
+    """The source's plan; a `kind: reasoning_gym` source's is a factory.gym.GymPlan."""
+    if cfg.kind == "reasoning_gym":
+        from factory.gym import plan_gym
+
+        return plan_gym(cfg)
     preset = PRESETS.get(cfg.preset or "", {})
     fields = {**preset.get("fields", {}), **cfg.fields}
     unknown = set(fields) - set(RECORD_FIELDS)
@@ -463,6 +468,11 @@ def _encodable(text: str) -> bool:
 def read_seeds(plan: SourcePlan) -> Iterator[Seed | BadRow]:
     """Stream the source's rows as Seeds, or BadRows for rows that cannot become one. The mapped
     columns are checked against the data's columns first (SourceError on the first call)."""
+    if not isinstance(plan, SourcePlan):  # a reasoning_gym source (factory.gym)
+        from factory.gym import read_gym_seeds
+
+        yield from read_gym_seeds(plan)
+        return
     file = Path(plan.path).name if plan.format != "hf" else plan.path
     try:
         columns, rows = _open_rows(plan)

@@ -91,6 +91,13 @@ MIGRATIONS: list[str] = [
     CREATE TABLE batch_requests (batch_id VARCHAR NOT NULL, request_id VARCHAR NOT NULL,
         PRIMARY KEY (batch_id, request_id));
     """,
+    # reasoning_gym sources (factory/gym.py): the fresh draws a refresh took (refresh.fresh_seeds), so every
+    # later build plans them again; a draw is a generator seed and size, and the indices 0..count-1 of it
+    """
+    CREATE TABLE gym_draws (source VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL, draw INTEGER NOT NULL,
+        gen_seed BIGINT NOT NULL, size INTEGER NOT NULL, count INTEGER NOT NULL, new_seeds INTEGER,
+        drawn_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (source, fingerprint, draw));
+    """,
 ]
 
 _SEED_SCHEMA = pa.schema([(n, pa.string()) for n in

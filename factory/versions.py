@@ -24,7 +24,7 @@ from typing import Any
 from factory.errors import VersionError
 from factory.store import Store
 
-STAGES = ("parse", "quality", "verify", "dedup", "decontam", "select")  # the funnel, in order
+STAGES = ("student", "parse", "quality", "verify", "dedup", "decontam", "select")  # the funnel, in order
 # refresh outcomes that accept a version; a version published by `factory publish` has versions.published_revision
 ACCEPTED = ("published", "passed")
 # the text figures measured on word-matched samples when two versions are compared

@@ -136,6 +136,8 @@ def response_from_line(line: dict, teacher: str, model: str, price_in: float | N
     status = resp.get("status_code")
     body = resp.get("body")
     error = line.get("error")
+    if isinstance(error, dict) and isinstance(error.get("error"), dict):  # vllm run-batch: {"error": {...}}
+        error = error["error"]
     if error or status not in (None, 200) or not isinstance(body, dict):
         if isinstance(error, dict):
             reason = f"batch_error: {error.get('code') or ''} {error.get('message') or ''}".strip()

@@ -107,12 +107,15 @@ class VLLMTeacher:
                 raise ValueError(f"{self._path}: the tokenizer has no chat template")
         return self._tok
 
-    def engine_kwargs(self, longest_prompt: int, max_tokens: int) -> dict[str, Any]:
-        """vllm.LLM keyword arguments: engine_args over the defaults (see the module doc)."""
+    def engine_kwargs(self, longest_prompt: int, max_tokens: int, on_cpu: bool | None = None) -> dict[str, Any]:
+        """vllm.LLM keyword arguments: engine_args over the defaults (see the module doc). `on_cpu`: where
+        the engine runs (default: this process's platform; ray_llm.py says it for engines on a cluster)."""
         import os
 
-        from vllm.platforms import current_platform
+        if on_cpu is None:
+            from vllm.platforms import current_platform
 
+            on_cpu = current_platform.is_cpu()
         args = dict(self.cfg.engine_args)
         args.setdefault("model", self._path)
         if "max_model_len" not in args:
@@ -120,7 +123,7 @@ class VLLMTeacher:
             want = -(-want // 256) * 256  # round up to a multiple of 256
             limit = self._context_limit()
             args["max_model_len"] = min(want, limit) if limit else want
-        if current_platform.is_cpu():
+        if on_cpu:
             explicit = "kv_cache_memory_bytes" in args or os.environ.get("VLLM_CPU_KVCACHE_SPACE")
             if not explicit:
                 args.setdefault("gpu_memory_utilization", CPU_MEMORY_FRACTION)

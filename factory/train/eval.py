@@ -10,6 +10,12 @@ JSON report per model, <workdir>/<eval.output_dir>/<benchmark>-<model>-<timestam
 pass@k is the unbiased estimator of the Codex paper (Chen et al. 2021): an item with n samples
 of which c are correct scores 1 - C(n-c, k) / C(n, k); the set's score is the mean over items.
 pass@1 is then the mean share of correct samples.
+
+Several models (`factory eval -m base -m trained`, the first is "before") are compared side by side:
+pass@1 and pass@k of each, and a warning when a later model's pass@k falls below the first's while
+its pass@1 rises: training made the model surer of fewer solutions (its samples collapsed onto the
+same answers), so it solves fewer problems in k tries. The comparison is written beside the reports,
+<workdir>/<eval.output_dir>/comparisons/<benchmark>-<timestamp>.json and .md.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ class EvalReport:
     created_at: str
     items: list[ItemResult] = field(default_factory=list)
     report_path: str | None = None
+    comparison_path: str | None = None  # the side-by-side comparison this report is part of (several models)
 
     def to_json(self) -> dict:
         """The report file: the headline numbers first, then every item."""
@@ -275,8 +282,64 @@ def write_report(report: EvalReport, out_dir: Path) -> Path:
     raise EvalError(f"{out_dir}: cannot find a free report name for {report.model}")
 
 
+def collapse_warnings(reports: list[EvalReport]) -> list[str]:
+    """One line per model after the first whose pass@k fell below the first's while its pass@1 rose
+    (a diversity collapse); nothing when k is 1 (pass@k is then pass@1)."""
+    if len(reports) < 2 or reports[0].k < 2:
+        return []
+    before, out = reports[0], []
+    for after in reports[1:]:
+        if after.pass_at_1 > before.pass_at_1 and after.pass_at_k < before.pass_at_k:
+            out.append(f"{after.model}: pass@{after.k} fell {before.pass_at_k:.3f} -> {after.pass_at_k:.3f} while pass@1 "
+                       f"rose {before.pass_at_1:.3f} -> {after.pass_at_1:.3f} against {before.model}: its samples "
+                       f"collapsed onto fewer solutions (diversity collapse)")
+    return out
+
+
+def comparison(reports: list[EvalReport]) -> dict:
+    """pass@1 and pass@k of each model side by side, the change against the first, and the warnings."""
+    first = reports[0]
+    return {"benchmark": first.benchmark, "n_items": first.n_items, "k": first.k, "sampling": first.sampling,
+            "before": first.model,
+            "models": [{"model": r.model, "pass@1": r.pass_at_1, "pass@k": r.pass_at_k,
+                        "delta_pass@1": round(r.pass_at_1 - first.pass_at_1, 6),
+                        "delta_pass@k": round(r.pass_at_k - first.pass_at_k, 6), "report": r.report_path}
+                       for r in reports],
+            "warnings": collapse_warnings(reports)}
+
+
+def comparison_markdown(data: dict) -> str:
+    k = data["k"]
+    lines = [f"# eval: {data['benchmark']}, {data['n_items']} items, k={k}", "",
+             f"Each model against the first ({data['before']}).", "",
+             f"| model | pass@1 | pass@{k} | change pass@1 | change pass@{k} |", "| --- | ---: | ---: | ---: | ---: |"]
+    for n, m in enumerate(data["models"]):
+        change = ("", "") if n == 0 else (f"{m['delta_pass@1']:+.3f}", f"{m['delta_pass@k']:+.3f}")
+        lines.append(f"| {m['model']} | {m['pass@1']:.3f} | {m['pass@k']:.3f} | {change[0]} | {change[1]} |")
+    lines += [""] + [f"> **warning** {w}" for w in data["warnings"]]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_comparison(reports: list[EvalReport], out_dir: Path) -> Path:
+    """<out_dir>/<benchmark>-<timestamp>.json and .md; returns the JSON's path."""
+    data = comparison(reports)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1, 1000):
+        path = out_dir / f"{data['benchmark']}-{stamp}{'' if n == 1 else f'-{n}'}.json"
+        try:
+            with path.open("x", encoding="utf-8") as f:
+                f.write(json.dumps(data, indent=1, ensure_ascii=False))
+        except FileExistsError:
+            continue
+        path.with_suffix(".md").write_text(comparison_markdown(data), encoding="utf-8")
+        return path
+    raise EvalError(f"{out_dir}: cannot find a free comparison name")
+
+
 def evaluate(cfg: Config, models: list[str], console: Console | None = None) -> list[EvalReport]:
-    """Score each model on eval.benchmark; writes one JSON report per model and returns the reports."""
+    """Score each model on eval.benchmark; writes one JSON report per model (and, for several models, their
+    comparison) and returns the reports."""
     console = console or Console(stderr=True)
     if not models:
         raise EvalError("no model to evaluate (pass --model or set train.model)")
@@ -294,6 +357,10 @@ def evaluate(cfg: Config, models: list[str], console: Console | None = None) -> 
         report = evaluate_model(cfg, model, bench, console)
         report.report_path = str(write_report(report, cfg.path(cfg.workdir) / e.output_dir))
         reports.append(report)
+    if len(reports) > 1:
+        path = str(write_comparison(reports, cfg.path(cfg.workdir) / e.output_dir / "comparisons"))
+        for report in reports:
+            report.comparison_path = path
     return reports
 
 
@@ -324,5 +391,12 @@ def print_eval_table(reports: list[EvalReport], console: Console) -> None:
         table.add_row("delta", "", delta(b.pass_at_1 - a.pass_at_1), *([delta(b.pass_at_k - a.pass_at_k)] if k > 1 else []),
                       f"{b.correct_samples - a.correct_samples:+d}", "", "", "")
     console.print(table)
+    for line in collapse_warnings(reports):
+        console.print(f"[yellow]warning[/] {line}", highlight=False)
+    if len(reports) > 1 and k == 1:
+        console.print("note: with eval.samples 1 there is no pass@k to compare; set eval.samples > 1 (and "
+                      "eval.generation.temperature > 0) to see whether training collapsed the samples", highlight=False)
     for r in reports:
         console.print(f"report -> {r.report_path}", highlight=False)
+    if first.comparison_path:
+        console.print(f"comparison -> {first.comparison_path} (.md beside it)", highlight=False)
