@@ -31,7 +31,7 @@ from typing import Any
 from factory.checks.gym import encode_entry
 from factory.config import SourceConfig
 from factory.errors import SourceError
-from factory.records import Seed, content_hash
+from factory.records import BadRow, Seed, content_hash
 
 GYM_TEMPLATE = "gym_cot.jinja"
 LICENCE = "Apache-2.0 (open-thought/reasoning-gym)"
@@ -166,8 +166,6 @@ def _seed(plan: GymPlan, draw: Draw, index: int, entry: Any, row: int) -> Seed |
 def read_gym_seeds(plan: GymPlan) -> Iterator[Any]:
     """Stream the seeds of every draw, one entry generated at a time; an entry the generator fails on
     becomes a BadRow (draw's seed, index), never the end of the source."""
-    from factory.sources import BadRow
-
     row = 0
     for draw in plan.all_draws():
         dataset = _dataset(plan, draw)

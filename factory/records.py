@@ -15,6 +15,20 @@ def content_hash(*parts: Any) -> str:
 
 
 @dataclass(frozen=True)
+class BadRow:
+    """A source row that gives no seed: where it is and why (one line when printed)."""
+
+    file: str
+    row: int  # 1-based line (JSONL), item (JSON array) or row number (Parquet / datasets)
+    field: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.row}" + (f" field '{self.field}'" if self.field else "")
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class Seed:
     """One problem from a source. `answer` is the reference (may be None); `tests` for code."""
 

@@ -30,7 +30,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from factory.config import SourceConfig
 from factory.errors import SourceError  # noqa: F401 - raised here; importable from this module too
-from factory.records import Seed
+from factory.records import BadRow, Seed  # noqa: F401 - BadRow: read_seeds yields it; importable from here
 
 # Shipped field mappings: record field -> column of the source. `answer_after` splits the
 # reference answer off a worked solution (GSM8K's "... #### 72").
@@ -45,18 +45,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 RECORD_FIELDS = ("problem", "answer", "tests", "entry_point", "id")
 SOURCE_ROW = "source_row"  # Seed.meta key of the whole source row (JSON-safe): prompt templates' `row`
 SHOW_COLUMNS = 10  # columns named in a missing-column error
-
-
-@dataclass(frozen=True)
-class BadRow:
-    file: str
-    row: int  # 1-based line (JSONL), item (JSON array) or row number (Parquet / datasets)
-    field: str | None
-    reason: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.row}" + (f" field '{self.field}'" if self.field else "")
-        return f"{where}: {self.reason}"
 
 
 @dataclass(frozen=True)
