@@ -35,12 +35,13 @@ import operator
 import os
 import re
 import selectors
-import subprocess
 import sys
 import time
 from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from factory.checks.math import _Worker as _MathWorker
 
 __all__ = ["encode_entry", "decode_entry", "answer_tag_text", "score_many", "GymPool"]
 
@@ -261,40 +262,9 @@ def _worker_main() -> None:
 
 # -- parent side -----------------------------------------------------------------------------------
 
-class _Worker:
-    def __init__(self, env: dict[str, str]):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from factory.checks.gym import _worker_main; _worker_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, cwd=str(_ROOT), env=env, bufsize=0)
-        self.fd = self.proc.stdout.fileno()
-        self.buf = b""
-        self.ready = False
-        self.job: tuple | None = None  # (seq, key, sent_at)
-        self.deadline = 0.0
-        self.tasks = 0
-        self.started = time.monotonic()
-
-    def send(self, msg: bytes) -> bool:
-        try:
-            self.proc.stdin.write(msg)
-            return True
-        except (BrokenPipeError, OSError, ValueError):
-            return False
-
-    def kill(self) -> None:
-        try:
-            self.proc.kill()  # SIGKILL
-        except OSError:
-            pass
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+def _Worker(env: dict[str, str]):
+    """A scorer process: the math pool's worker process, running this module's _worker_main."""
+    return _MathWorker(env, module="factory.checks.gym")
 
 
 class GymPool:
@@ -308,7 +278,7 @@ class GymPool:
         self.env["FACTORY_GYM_MEM_MB"] = str(int(memory_mb or 0))
         self.env.setdefault("OMP_NUM_THREADS", "1")
         self.sel = selectors.DefaultSelector()
-        self.workers: list[_Worker] = []
+        self.workers: list[_MathWorker] = []
         self.failed_starts = 0
         self.stats = {"timeouts": 0, "crashes": 0}
         self._closed = False
@@ -320,7 +290,7 @@ class GymPool:
         self.workers.append(w)
         self.sel.register(w.fd, selectors.EVENT_READ, w)
 
-    def _replace(self, w: _Worker) -> None:
+    def _replace(self, w: _MathWorker) -> None:
         try:
             self.sel.unregister(w.fd)
         except (KeyError, ValueError):
@@ -342,7 +312,7 @@ class GymPool:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _started_badly(self, w: _Worker) -> None:
+    def _started_badly(self, w: _MathWorker) -> None:
         self.failed_starts += 1
         if self.failed_starts >= 3 * self.n + 3:
             raise RuntimeError("reasoning-gym scoring workers keep failing to start "

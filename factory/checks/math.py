@@ -315,11 +315,13 @@ def _worker_main() -> None:
 
 
 class _Worker:
+    """One worker process running `module`'s _worker_main (math-verify here; checks/gym.py's scorers too)."""
+
     __slots__ = ("proc", "fd", "buf", "ready", "job", "deadline", "tasks", "started")
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], module: str = "factory.checks.math"):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from factory.checks.math import _worker_main; _worker_main()"],
+            [sys.executable, "-c", f"from {module} import _worker_main; _worker_main()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, cwd=str(_ROOT), env=env, bufsize=0,
         )
         self.fd = self.proc.stdout.fileno()
