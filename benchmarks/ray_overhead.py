@@ -9,7 +9,7 @@ Not a test. Two measurements:
    ResponseWriter into a fresh store, rows committed per second. That is the driver's ceiling: the
    cluster cannot store faster than one process writes.
 
-    .venv/bin/python benchmarks/ray_overhead.py --seeds 16 --max-tokens 64    # a few minutes on 2 cores
+    .venv/bin/python benchmarks/ray_overhead.py --seeds 16 --max-tokens 64 --replicas 1    # a few minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -76,27 +77,38 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--replicas", type=int, default=2)
     ap.add_argument("--shard-size", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--writer-rows", type=int, default=20000)
     ap.add_argument("--text-chars", type=int, default=4000)
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
     out = {"cores": cores, "load_avg": os.getloadavg()[0]}
     out["writer"] = writer_rate(args.writer_rows, args.text_chars)
-    with tempfile.TemporaryDirectory() as d:
-        out["local"] = build(project(Path(d) / "local", args.seeds, args.max_tokens, args.batch_size), [])
-        import ray
+    import ray
 
-        started = time.perf_counter()
-        ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        out["ray_startup_s"] = round(time.perf_counter() - started, 2)
-        cpus = max(1, cores // args.replicas)
-        out["ray"] = build(project(Path(d) / "ray", args.seeds, args.max_tokens, args.batch_size),
+    cpus = max(1, cores // args.replicas)
+    runs = []
+    # local and ray alternate (the cluster is shut down during local runs), so drift in the machine's
+    # load hits both alike; the ratio is the median of the per-round ratios
+    for round_no in range(args.rounds):
+        with tempfile.TemporaryDirectory() as d:
+            local = build(project(Path(d) / "local", args.seeds, args.max_tokens, args.batch_size), [])
+            started = time.perf_counter()
+            ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            ray_startup_s = round(time.perf_counter() - started, 2)
+            on_ray = build(project(Path(d) / "ray", args.seeds, args.max_tokens, args.batch_size),
                            ["build.executor=ray", f"build.ray.replicas={args.replicas}",
                             f"build.ray.cpus_per_replica={cpus}", f"build.ray.shard_size={args.shard_size}"])
-        ray.shutdown()
-    # generation tokens/s (teachers' start-up apart, as the issue asks), and with everything included
-    out["ray_vs_local"] = round(out["ray"]["tok_s"] / out["local"]["tok_s"], 3)
-    out["ray_vs_local_with_startup"] = round(out["ray"]["tok_s_with_startup"] / out["local"]["tok_s_with_startup"], 3)
+            ray.shutdown()
+        runs.append({"round": round_no, "local": local, "ray_startup_s": ray_startup_s, "ray": on_ray,
+                     # generation tokens/s (teachers' start-up apart, as the issue asks), and with everything
+                     "ray_vs_local": round(on_ray["tok_s"] / local["tok_s"], 3),
+                     "ray_vs_local_with_startup": round(on_ray["tok_s_with_startup"] / local["tok_s_with_startup"], 3)})
+        print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
+    out["runs"] = runs
+    out["ray_vs_local"] = statistics.median(r["ray_vs_local"] for r in runs)
+    out["ray_vs_local_with_startup"] = statistics.median(r["ray_vs_local_with_startup"] for r in runs)
+    out["load_avg_end"] = os.getloadavg()[0]
     print(json.dumps(out, indent=1))
 
 
