@@ -29,7 +29,7 @@ from factory.judge import judge_undecided
 from factory.prompts import Prompts
 from factory.store import Store
 from factory.student import ask_student, band_counts, band_line
-from factory.versions import record_version
+from factory.versions import STAGES, record_version
 
 SIG_DTYPE = np.uint32  # what checks.minhash.minhash_signatures returns
 _WORD = re.compile(r"\w+")
@@ -458,6 +458,7 @@ def _record_version(store: Store, cfg: Config, env: jinja2.Environment, near: di
              "distinct_answers_per_seed", "answer_spread", "per_source", "per_teacher")
     clusters = {"near_dup_clusters": near.get("trace_near_clusters", 0),
                 "near_dup_problem_clusters": near.get("seed_near_clusters", 0)}
-    v = record_version(store, cfg.config_hash(), dict(zip(names, row)), clusters)
+    stages = STAGES if cfg.select.student else tuple(s for s in STAGES if s != "student")
+    v = record_version(store, cfg.config_hash(), dict(zip(names, row)), clusters, stages)
     return FilterSummary(version=v.version, new_version=v.new, candidates=v.counts["candidates"],
                          kept=v.counts["kept"], funnel=v.funnel, diversity=v.diversity)

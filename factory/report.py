@@ -157,7 +157,7 @@ def _pct(part: int, whole: int) -> str:
 def funnel_rows(candidates: int, kept: int, funnel: dict) -> list[tuple[str, ...]]:
     """Stage by stage: traces in, dropped, and why (then the kept count)."""
     rows, alive = [], candidates
-    for stage in STAGES:
+    for stage in (s for s in STAGES if s in funnel):  # a stage that did not run (no student) is not listed
         reasons = funnel.get(stage, {})
         dropped = sum(reasons.values())
         rows.append((stage, _num(alive), _num(dropped), ", ".join(f"{r}: {n}" for r, n in reasons.items())))
@@ -481,7 +481,7 @@ def _funnel_plot(fig, data: ReportData) -> str:
     counts, funnel = data.version["counts"], data.version["funnel"]
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
     names, alive = ["candidates"], [counts["candidates"]]
-    for stage in STAGES:
+    for stage in (s for s in STAGES if s in funnel):
         names.append(f"after {stage}")
         alive.append(alive[-1] - sum(funnel.get(stage, {}).values()))
     bars = left.barh(names[::-1], alive[::-1], color=KEPT)

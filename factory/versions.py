@@ -59,13 +59,15 @@ class VersionRecord:
     diversity: dict[str, Any]
 
 
-def record_version(store: Store, config_hash: str, figures: dict[str, Any], clusters: dict[str, int]) -> VersionRecord:
+def record_version(store: Store, config_hash: str, figures: dict[str, Any], clusters: dict[str, int],
+                   stages: tuple[str, ...] = STAGES) -> VersionRecord:
     """Record the filter stage's decision (the temp tables `traces`, `selected` and `rejects`) as a new
     version: counts, the funnel, diversity (`figures` from filters/diversity.sql, the text figures of the
-    kept traces, then the near-duplicate `clusters`) and the kept rows. The same kept traces under the
-    same config hash as the last version make no new version."""
+    kept traces, then the near-duplicate `clusters`) and the kept rows. The funnel lists the `stages`
+    that ran (the student's only when one is configured). The same kept traces under the same config
+    hash as the last version make no new version."""
     candidates = store.scalar("SELECT count(*) FROM traces")
-    funnel: dict[str, dict[str, int]] = {s: {} for s in STAGES}
+    funnel: dict[str, dict[str, int]] = {s: {} for s in stages}
     for stage, reason, n in store.sql("SELECT stage, reason, count(*) FROM rejects GROUP BY ALL ORDER BY 1, 3 DESC"):
         funnel.setdefault(stage, {})[reason] = n
     diversity = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()}

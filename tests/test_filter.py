@@ -64,6 +64,7 @@ def test_funnel_keeps_one_verified_trace_per_clean_seed_and_exports_for_trl(proj
     assert f["dedup"]["duplicate_problem"] == 2  # both surviving traces of the upper-cased copy of a problem
     assert f["decontam"] == {"contaminated:gsm8k_test": 1}  # a GSM8K test item behind a prefix
     assert s.kept == 8 and f["select"]["not_selected"] == 2  # 6 clean math seeds + 2 code seeds, one each
+    assert "student" not in f  # no select.student: the funnel does not list a stage that never ran
     con = duckdb.connect(str(cfg.store_path), read_only=True)
     hit = con.execute("SELECT benchmark, item_id FROM contamination WHERE kind = 'seed'").fetchall()
     assert hit == [("gsm8k_test", "1")]
