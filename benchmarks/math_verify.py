@@ -7,7 +7,7 @@
    agreement with the expected verdicts and the number of timeouts (hangs are killed).
 2. A few pathological answers (``9^{9^{9^{9}}}`` …): each must come back ``verify_timeout``
    at its deadline, and the pool must keep going.
-3. The precision set of tests/test_math_verify.py: precision / recall of ``verify_traces``
+3. The precision set of tests/checks/test_math.py: precision / recall of ``verify_traces``
    against naive math-verify over the whole text; and its teacher-style table (every answer form
    in rotating teacher styles, hedges, truncations, placeholders).
 4. MATH-500 references verified against themselves (symbolic answers: most go to math-verify),
@@ -55,7 +55,7 @@ def gsm8k_items(limit: int):
 
 
 def load_precision_module():
-    spec = importlib.util.spec_from_file_location("_precision_cases", ROOT / "tests" / "test_math_verify.py")
+    spec = importlib.util.spec_from_file_location("_precision_cases", ROOT / "tests" / "checks" / "test_math.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -32,16 +32,12 @@ import builtins
 import json
 import math
 import operator
-import os
 import re
-import selectors
 import sys
-import time
 from collections.abc import Hashable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
-from factory.checks.math import _Worker as _MathWorker
+from factory.checks.pool import WorkerPool
 
 __all__ = ["encode_entry", "decode_entry", "answer_tag_text", "score_many", "GymPool"]
 
@@ -50,8 +46,6 @@ WRONG = "gym_wrong"  # the scorer gave less
 TIMEOUT = "gym_timeout"  # no score within the deadline; the worker was killed
 ERROR = "gym_error"  # the scorer raised, returned no number, or its worker died
 MAX_ANSWER_CHARS = 20_000  # a reading longer than this is not scored (a scorer may be quadratic in it)
-STARTUP_TIMEOUT_S = 120.0  # importing reasoning-gym on a busy machine
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- entries as JSON ------------------------------------------------------------------------------
@@ -220,192 +214,54 @@ def _score(datasets: dict, task: str, settings: dict, entry: dict, answers: list
 
 
 def _worker_main() -> None:
-    """Entry point of a worker process: JSON lines in on stdin, JSON lines out."""
-    out = os.fdopen(os.dup(1), "w", encoding="ascii", buffering=1)
-    os.dup2(2, 1)  # anything a task prints goes to stderr, not into the protocol
-    try:  # Linux: die with the parent, even when it is SIGKILLed mid-item
-        import ctypes
-        import signal
+    """Entry point of a worker process (checks/pool.py): [task, settings, entry, answers] -> [score, which]."""
+    from factory.checks.pool import serve
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:
-            return
-    except Exception:  # noqa: BLE001 - not Linux: stdin EOF still ends an idle worker
-        pass
-    mem = int(os.environ.get("FACTORY_GYM_MEM_MB") or 0)
-    if mem > 0:
-        try:
-            import resource
+    def warm() -> None:
+        import reasoning_gym  # noqa: F401 - import before saying ready: the first item's deadline is its own
 
-            resource.setrlimit(resource.RLIMIT_AS, (mem << 20, mem << 20))
-        except (ImportError, ValueError, OSError):
-            pass
-    import reasoning_gym  # noqa: F401 - import before saying ready: the first item's deadline is its own
+        _harden()
 
-    _harden()
     datasets: dict = {}
-    out.write('{"ready": 1}\n')
-    for line in sys.stdin.buffer:
-        seq, t0 = -1, time.perf_counter()
-        try:
-            seq, task, settings, entry, answers = json.loads(line)
-            score, which = _score(datasets, task, settings, decode_entry(entry), answers)
-            reply = [seq, score, which, None, time.perf_counter() - t0]
-        except MemoryError:
-            reply = [seq, None, None, "out of memory", time.perf_counter() - t0]
-        except RecursionError:
-            reply = [seq, None, None, "recursion limit", time.perf_counter() - t0]
-        except Exception as e:  # noqa: BLE001 - report, never die on one item
-            reply = [seq, None, None, f"{type(e).__name__}: {str(e)[:200]}", time.perf_counter() - t0]
-        out.write(json.dumps(reply) + "\n")
+    serve(lambda task, settings, entry, answers: list(_score(datasets, task, settings, decode_entry(entry), answers)),
+          "FACTORY_GYM_MEM_MB", warm)
 
 
 # -- parent side -----------------------------------------------------------------------------------
 
-def _Worker(env: dict[str, str]):
-    """A scorer process: the math pool's worker process, running this module's _worker_main."""
-    return _MathWorker(env, module="factory.checks.gym")
-
-
-class GymPool:
+class GymPool(WorkerPool):
     """Worker processes that score answers with reasoning-gym; one `score_many` at a time."""
 
     def __init__(self, workers: int = 2, memory_mb: int = 4096, max_tasks: int = 5000):
-        self.n = max(1, int(workers))
-        self.max_tasks = max_tasks
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join([str(_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-        self.env["FACTORY_GYM_MEM_MB"] = str(int(memory_mb or 0))
-        self.env.setdefault("OMP_NUM_THREADS", "1")
-        self.sel = selectors.DefaultSelector()
-        self.workers: list[_MathWorker] = []
-        self.failed_starts = 0
-        self.stats = {"timeouts": 0, "crashes": 0}
-        self._closed = False
-        for _ in range(self.n):
-            self._spawn()
-
-    def _spawn(self) -> None:
-        w = _Worker(self.env)
-        self.workers.append(w)
-        self.sel.register(w.fd, selectors.EVENT_READ, w)
-
-    def _replace(self, w: _MathWorker) -> None:
-        try:
-            self.sel.unregister(w.fd)
-        except (KeyError, ValueError):
-            pass
-        w.kill()
-        self.workers.remove(w)
-        if not self._closed:
-            self._spawn()
-
-    def close(self) -> None:
-        self._closed = True
-        for w in list(self.workers):
-            self._replace(w)
-        self.sel.close()
-
-    def __enter__(self) -> GymPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _started_badly(self, w: _MathWorker) -> None:
-        self.failed_starts += 1
-        if self.failed_starts >= 3 * self.n + 3:
-            raise RuntimeError("reasoning-gym scoring workers keep failing to start "
-                               "(is reasoning-gym installed? pip install reasoning-gym)")
+        super().__init__("factory.checks.gym", workers, {"FACTORY_GYM_MEM_MB": str(int(memory_mb or 0))}, max_tasks,
+                         what="reasoning-gym scoring workers (is reasoning-gym installed? pip install reasoning-gym)")
 
     def score_many(self, items: Iterable[tuple[Hashable, str, dict, Any, dict[str, str | None]]], timeout_s: float,
                    min_score: float) -> Iterator[tuple[Hashable, bool, str, str]]:
         """(key, task, settings, encoded entry, readings) -> (key, passed, reason, detail), as they complete."""
-        it = iter(items)
-        more, seq = True, 0
-        try:
-            while True:
-                for w in list(self.workers):
-                    while more and w.ready and w.job is None:
-                        try:
-                            key, task, settings, entry, readings = next(it)
-                        except StopIteration:
-                            more = False
-                            break
-                        given = {k: a for k, a in readings.items() if isinstance(a, str) and a.strip()}
-                        kept = {k: a for k, a in given.items() if len(a) <= MAX_ANSWER_CHARS}
-                        if not kept:
-                            why = f"answer longer than {MAX_ANSWER_CHARS} characters" if given else "no final answer"
-                            yield key, False, ERROR, json.dumps({"error": why})
-                            continue
-                        seq += 1
-                        msg = json.dumps([seq, task, settings, entry, list(kept.values())]) + "\n"
-                        if not w.send(msg.encode("ascii")):
-                            self.stats["crashes"] += 1
-                            self._replace(w)
-                            yield key, False, ERROR, json.dumps({"error": "worker died before the item was sent"})
-                            break
-                        w.job = (seq, key, time.monotonic(), list(kept))
-                        w.deadline = w.job[2] + timeout_s
-                busy = [w for w in self.workers if w.job is not None]
-                if not more and not busy:
-                    return
-                now = time.monotonic()
-                waits = [w.deadline - now for w in busy] + [w.started + STARTUP_TIMEOUT_S - now
-                                                            for w in self.workers if not w.ready]
-                for sk, _ in self.sel.select(max(0.0, min(waits)) if waits else None):
-                    w = sk.data
-                    if w not in self.workers:
-                        continue
-                    try:
-                        data = os.read(w.fd, 1 << 16)
-                    except OSError:
-                        data = b""
-                    if not data:  # the worker died
-                        job = w.job
-                        if not w.ready:
-                            self._started_badly(w)
-                        self.stats["crashes"] += 1
-                        self._replace(w)
-                        if job is not None:
-                            yield job[1], False, ERROR, json.dumps({"error": "worker died (memory limit or crash)"})
-                        continue
-                    w.buf += data
-                    while b"\n" in w.buf:
-                        line, w.buf = w.buf.split(b"\n", 1)
-                        msg = json.loads(line)
-                        if isinstance(msg, dict):
-                            w.ready, self.failed_starts = True, 0
-                            continue
-                        rseq, score, which, error, secs = msg
-                        job = w.job
-                        if job is None or rseq not in (job[0], -1):
-                            continue
-                        w.job = None
-                        w.tasks += 1
-                        if error is not None:
-                            yield job[1], False, ERROR, json.dumps({"error": error})
-                        else:
-                            passed = score >= min_score  # exact: 0.9999999999999999 is a partial score
-                            detail = {"score": round(score, 6), "reading": job[3][which], "seconds": round(secs, 4)}
-                            yield job[1], passed, PASSED if passed else WRONG, json.dumps(detail)
-                    if w.job is None and w.tasks >= self.max_tasks and w in self.workers:
-                        self._replace(w)  # recycle: bounded caches
-                now = time.monotonic()
-                for w in list(self.workers):
-                    if w.job is not None and now >= w.deadline:
-                        job = w.job
-                        self.stats["timeouts"] += 1
-                        self._replace(w)
-                        yield job[1], False, TIMEOUT, json.dumps(
-                            {"error": f"no score within {timeout_s:g}s; worker killed"})
-                    elif not w.ready and now >= w.started + STARTUP_TIMEOUT_S:
-                        self._started_badly(w)
-                        self._replace(w)
-        finally:
-            for w in list(self.workers):  # closed early: a worker still holding an item would answer later
-                if w.job is not None:
-                    self._replace(w)
+
+        def jobs():
+            for key, task, settings, entry, readings in items:
+                given = {k: a for k, a in readings.items() if isinstance(a, str) and a.strip()}
+                kept = {k: a for k, a in given.items() if len(a) <= MAX_ANSWER_CHARS}
+                if kept:  # the context: which reading each answer is ("answer_tag", ...)
+                    yield key, [task, settings, entry, list(kept.values())], list(kept)
+                else:
+                    why = f"answer longer than {MAX_ANSWER_CHARS} characters" if given else "no final answer"
+                    yield key, None, why
+
+        for d in self.run(jobs(), timeout_s):
+            if d.kind == "ok":
+                score, which = d.value
+                passed = score >= min_score  # exact: 0.9999999999999999 is a partial score
+                detail = {"score": round(score, 6), "reading": d.context[which], "seconds": round(d.seconds, 4)}
+                yield d.key, passed, PASSED if passed else WRONG, json.dumps(detail)
+            elif d.kind == "timeout":
+                yield d.key, False, TIMEOUT, json.dumps({"error": f"no score within {timeout_s:g}s; worker killed"})
+            else:
+                why = {"decided": d.context, "died": "worker died (memory limit or crash)",
+                       "unsent": "worker died before the item was sent"}.get(d.kind, d.value)
+                yield d.key, False, ERROR, json.dumps({"error": why})
 
 
 def score_many(items: Iterable[tuple[Hashable, str, dict, Any, dict[str, str | None]]], timeout_s: float = 5.0,

@@ -5,7 +5,7 @@ it cannot interrupt C code (sympy evaluating ``9^{9^{9^{9}}}`` multiplies big in
 and never returns to the interpreter). So every comparison runs in a small pool of worker
 processes, each the main thread of its own interpreter with math-verify's timeouts disabled:
 
-- ``workers`` processes (default 2) are started with ``subprocess`` (a fresh interpreter:
+- ``workers`` processes (default 2, factory/checks/pool.py) are started with ``subprocess`` (a fresh interpreter:
   nothing forked from a parent that holds threads or database handles), import math-verify,
   warm it up and say ``ready``; only ready workers get items.
 - The parent feeds one item at a time to each idle worker over its stdin (JSON lines) and
@@ -54,18 +54,13 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import json
-import os
 import re
-import selectors
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Hashable, Iterable, Iterator
 
+from factory.checks.pool import WorkerPool
 from factory.values import (  # noqa: F401 - strip_units, read_plain_value: part of this API
     PlainValue,
     _num_eq,
@@ -94,9 +89,6 @@ ERROR = "error"
 MAX_ANSWER_CHARS = 2_000      # longer "final answers" are not compared (prose, garbage)
 MAX_REFERENCE_CHARS = 2_000
 MAX_TEXT_CHARS = 65_536       # raw-text mode (the naive baseline): the tail of the text
-STARTUP_TIMEOUT_S = 120.0     # a worker that is not ready by then is killed (slow import on a busy box)
-
-_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the `factory` package
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,262 +260,55 @@ def check_pair(predicted: str, reference: str, mode: str = "answer") -> tuple[st
 
 
 def _worker_main() -> None:
-    """Entry point of a worker process: JSON lines in on stdin, JSON lines out."""
-    out = os.fdopen(os.dup(1), "w", encoding="ascii", buffering=1)
-    os.dup2(2, 1)  # anything printed by a library goes to stderr, not into the protocol
-    try:  # Linux: die with the parent, even when it is SIGKILLed mid-item
-        import ctypes
-        import signal
+    """Entry point of a worker process (checks/pool.py): [pred, ref, mode] -> [status, detail]."""
+    from factory.checks.pool import serve
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:
-            return
-    except Exception:  # noqa: BLE001 - not Linux: stdin EOF still ends an idle worker
-        pass
-    mem = int(os.environ.get("FACTORY_VERIFY_MEM_MB") or 0)
-    if mem > 0:
-        try:
-            import resource
+    def warm() -> None:  # import and warm up before saying ready
+        _mv()
+        check_pair("x+1", "1+x")
+        check_pair("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}")
 
-            resource.setrlimit(resource.RLIMIT_AS, (mem << 20, mem << 20))
-        except (ImportError, ValueError, OSError):
-            pass
-    _mv()  # import and warm up before saying ready
-    check_pair("x+1", "1+x")
-    check_pair("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}")
-    out.write('{"ready": 1}\n')
-    stdin = sys.stdin.buffer
-    while True:
-        line = stdin.readline()
-        if not line:
-            return
-        seq = -1
-        t0 = time.perf_counter()
-        try:
-            seq, pred, ref, mode = json.loads(line)
-            status, detail = check_pair(pred, ref, mode)
-        except MemoryError:
-            status, detail = ERROR, "out of memory"
-        except RecursionError:
-            status, detail = ERROR, "recursion limit"
-        except Exception as e:  # noqa: BLE001 - report, never die on one item
-            status, detail = ERROR, f"{type(e).__name__}: {str(e)[:200]}"
-        out.write(json.dumps([seq, status, detail, time.perf_counter() - t0]) + "\n")
+    serve(lambda pred, ref, mode: list(check_pair(pred, ref, mode)), "FACTORY_VERIFY_MEM_MB", warm)
 
 
 # --------------------------------------------------------------------------- parent side
 
 
-class _Worker:
-    """One worker process running `module`'s _worker_main (math-verify here; checks/gym.py's scorers too)."""
-
-    __slots__ = ("proc", "fd", "buf", "ready", "job", "deadline", "tasks", "started")
-
-    def __init__(self, env: dict[str, str], module: str = "factory.checks.math"):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", f"from {module} import _worker_main; _worker_main()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, cwd=str(_ROOT), env=env, bufsize=0,
-        )
-        self.fd = self.proc.stdout.fileno()
-        self.buf = b""
-        self.ready = False
-        self.job: tuple | None = None  # (seq, key, answer, sent_at)
-        self.deadline = 0.0
-        self.tasks = 0
-        self.started = time.monotonic()
-
-    def send(self, msg: bytes) -> bool:
-        try:
-            self.proc.stdin.write(msg)
-            return True
-        except (BrokenPipeError, OSError, ValueError):
-            return False
-
-    def kill(self) -> None:
-        try:
-            self.proc.kill()  # SIGKILL
-        except OSError:
-            pass
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                f.close()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-class VerifyPool:
-    """A pool of math-verify worker processes; reuse it for many ``verify_many`` calls.
+class VerifyPool(WorkerPool):
+    """A pool of math-verify worker processes (checks/pool.py); reuse it for many ``verify_many`` calls.
 
     Not thread-safe: one ``verify_many`` at a time per pool.
     """
 
     def __init__(self, workers: int = 2, memory_mb: int = 2048, max_tasks: int = 5000):
-        self.n = max(1, int(workers))
-        self.max_tasks = max_tasks
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join([str(_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-        self.env["FACTORY_VERIFY_MEM_MB"] = str(int(memory_mb or 0))
-        self.env.setdefault("OMP_NUM_THREADS", "1")
-        self.workers: list[_Worker] = []
-        self.sel = selectors.DefaultSelector()
-        self.failed_starts = 0
-        self.stats = {"timeouts": 0, "crashes": 0, "restarts": 0}
-        self._busy = False
-        self._closed = False
-        for _ in range(self.n):
-            self._spawn()
+        super().__init__("factory.checks.math", workers, {"FACTORY_VERIFY_MEM_MB": str(int(memory_mb or 0))},
+                         max_tasks, what="math-verify workers (is math-verify installed? "
+                                         "pip install 'math-verify[antlr4_13_2]')")
 
-    # -- lifecycle
-    def _spawn(self) -> _Worker:
-        w = _Worker(self.env)
-        self.workers.append(w)
-        self.sel.register(w.fd, selectors.EVENT_READ, w)
-        return w
-
-    def _drop(self, w: _Worker) -> None:
-        try:
-            self.sel.unregister(w.fd)
-        except (KeyError, ValueError):
-            pass
-        w.kill()
-        self.workers.remove(w)
-
-    def _replace(self, w: _Worker) -> None:
-        self._drop(w)
-        self.stats["restarts"] += 1
-        if not self._closed:
-            self._spawn()
-
-    def close(self) -> None:
-        self._closed = True
-        for w in list(self.workers):
-            self._drop(w)
-        self.sel.close()
-
-    def __enter__(self) -> VerifyPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):  # best effort: never leave workers behind
-        try:
-            if not self._closed:
-                self.close()
-        except Exception:  # noqa: BLE001
-            pass
-
-    # -- the loop
     def verify_many(self, items: Iterable[tuple], timeout_s: float = 5.0, mode: str = "answer") -> Iterator[tuple[Hashable, Verdict]]:
         """Yield ``(key, Verdict)`` for ``(key, predicted, reference)`` items, as they complete."""
         return self._run(((k, p, r, None) for k, p, r in items), timeout_s, mode)
 
     def _run(self, items: Iterable[tuple], timeout_s: float, mode: str) -> Iterator[tuple[Hashable, Verdict]]:
-        if self._closed:
-            raise RuntimeError("VerifyPool is closed")
-        if self._busy:
-            raise RuntimeError("VerifyPool.verify_many is already running (one at a time per pool)")
-        self._busy = True
-        it = iter(items)
-        more = True
-        seq = 0
+        """`(key, predicted, reference, verdict decided before or None)` -> (key, Verdict)."""
         max_pred = MAX_TEXT_CHARS if mode == "raw_text" else MAX_ANSWER_CHARS
-        try:
-            while True:
-                # 1. hand an item to every idle, ready worker (verdicts decided up front go straight out)
-                for w in list(self.workers):
-                    while more and w.ready and w.job is None:
-                        try:
-                            key, pred, ref, pre = next(it)
-                        except StopIteration:
-                            more = False
-                            break
-                        if pre is not None:
-                            yield key, pre
-                            continue
-                        v = _precheck(pred, ref, max_pred, mode)
-                        if v is not None:
-                            yield key, v
-                            continue
-                        seq += 1
-                        msg = (json.dumps([seq, pred, ref, mode]) + "\n").encode("ascii")
-                        if not w.send(msg):
-                            self.stats["crashes"] += 1
-                            self._replace(w)
-                            yield key, Verdict(ERROR, "worker died before the item was sent")
-                            break
-                        w.job = (seq, key, pred, time.monotonic())
-                        w.deadline = w.job[3] + timeout_s
-                busy = [w for w in self.workers if w.job is not None]
-                if not more and not busy:
-                    return
-                # 2. wait for a result, a ready line, a death or the nearest deadline
-                now = time.monotonic()
-                waits = [w.deadline - now for w in busy]
-                waits += [w.started + STARTUP_TIMEOUT_S - now for w in self.workers if not w.ready]
-                wait = max(0.0, min(waits)) if waits else None
-                for sk, _ in self.sel.select(wait):
-                    w = sk.data
-                    if w not in self.workers:
-                        continue
-                    try:
-                        data = os.read(w.fd, 1 << 16)
-                    except OSError:
-                        data = b""
-                    if not data:  # the worker died
-                        job = w.job
-                        if not w.ready:
-                            self.failed_starts += 1
-                            if self.failed_starts >= 3 * self.n + 3:
-                                raise RuntimeError("math-verify workers keep dying at start-up "
-                                                   "(is math-verify installed? pip install 'math-verify[antlr4_13_2]')")
-                        self.stats["crashes"] += 1
-                        self._replace(w)
-                        if job is not None:
-                            yield job[1], Verdict(ERROR, "worker died (memory limit or crash)",
-                                                  seconds=time.monotonic() - job[3])
-                        continue
-                    w.buf += data
-                    while b"\n" in w.buf:
-                        line, w.buf = w.buf.split(b"\n", 1)
-                        msg = json.loads(line)
-                        if isinstance(msg, dict):
-                            w.ready = True
-                            self.failed_starts = 0
-                            continue
-                        rseq, status, detail, secs = msg
-                        job = w.job
-                        if job is None or (rseq != job[0] and rseq != -1):
-                            continue  # stale (cannot happen with one job per worker)
-                        w.job = None
-                        w.tasks += 1
-                        yield job[1], Verdict(status, detail, seconds=secs)
-                    if w.job is None and w.tasks >= self.max_tasks and w in self.workers:
-                        self._replace(w)  # recycle: bounded caches
-                # 3. deadlines: SIGKILL the overrunning worker, record the item, start a new worker
-                now = time.monotonic()
-                for w in list(self.workers):
-                    if w.job is not None and now >= w.deadline:
-                        job = w.job
-                        self.stats["timeouts"] += 1
-                        self._replace(w)
-                        yield job[1], Verdict(TIMEOUT, f"no verdict within {timeout_s:g}s; worker killed",
-                                              seconds=now - job[3])
-                    elif not w.ready and now >= w.started + STARTUP_TIMEOUT_S:
-                        self.failed_starts += 1
-                        if self.failed_starts >= 3 * self.n + 3:
-                            raise RuntimeError("math-verify workers do not start")
-                        self._replace(w)
-        finally:
-            # closed early (or failed): a worker still holding an item would answer later; replace it
-            for w in list(self.workers):
-                if w.job is not None:
-                    self._replace(w)
-            self._busy = False
+
+        def jobs():
+            for key, pred, ref, pre in items:
+                pre = pre if pre is not None else _precheck(pred, ref, max_pred, mode)
+                yield (key, None, pre) if pre is not None else (key, [pred, ref, mode], None)
+
+        for d in self.run(jobs(), timeout_s):
+            if d.kind == "decided":
+                yield d.key, d.context
+            elif d.kind == "ok":
+                yield d.key, Verdict(d.value[0], d.value[1], seconds=d.seconds)
+            elif d.kind == "timeout":
+                yield d.key, Verdict(TIMEOUT, f"no verdict within {timeout_s:g}s; worker killed", seconds=d.seconds)
+            else:
+                why = {"died": "worker died (memory limit or crash)",
+                       "unsent": "worker died before the item was sent"}.get(d.kind, d.value)
+                yield d.key, Verdict(ERROR, why, seconds=d.seconds)
 
 
 def _precheck(pred, ref, max_pred: int, mode: str = "answer") -> Verdict | None:
