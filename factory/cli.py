@@ -177,7 +177,8 @@ def export_cmd(config: ConfigOpt = Path("factory.yaml"), set_: SetOpt = None,
 
 @app.command()
 def init(directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")]) -> None:
-    """Scaffold a project: factory.yaml, prompts/, filters/, data/ with a seed sample (runs offline as is)."""
+    """Scaffold a project: factory.yaml, prompts/, filters/, data/ with a seed sample (runs offline as is),
+    configs/accelerate/ (multi-GPU training launch configs)."""
     from factory.config import shipped_root
 
     root = shipped_root()
@@ -188,13 +189,14 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create the pr
         _fail(f"{target / 'factory.yaml'} already exists; not overwriting")
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy2(root / "factory.yaml", target / "factory.yaml")
-    for folder in ("prompts", "filters"):
-        shutil.copytree(root / folder, target / folder, dirs_exist_ok=True)
+    for folder in ("prompts", "filters", "configs"):
+        if (root / folder).is_dir():  # configs/: absent from installs older than this version
+            shutil.copytree(root / folder, target / folder, dirs_exist_ok=True)
     (target / "data").mkdir(exist_ok=True)
     for name in ("gsm8k_train_sample.jsonl", "LICENSES.md"):
         shutil.copy2(root / "data" / name, target / "data" / name)
     shutil.copytree(root / "data" / "benchmarks", target / "data" / "benchmarks", dirs_exist_ok=True)  # decontamination
-    console.print(f"created {target}: factory.yaml, prompts/, filters/, data/\n"
+    console.print(f"created {target}: factory.yaml, prompts/, filters/, data/, configs/\n"
                   f"next: cd {directory} && factory build dataset")
 
 

@@ -24,7 +24,7 @@ def test_init_scaffolds_a_project_that_validates(tmp_path: Path):
     proj = tmp_path / "proj"
     for rel in ("factory.yaml", "prompts/math_cot.jinja", "prompts/code_cot.jinja", "filters",
                 "data/gsm8k_train_sample.jsonl", "data/LICENSES.md", "data/benchmarks/gsm8k_test.jsonl",
-                "filters/quality.sql"):
+                "filters/quality.sql", "configs/accelerate/zero3.yaml"):
         assert (proj / rel).exists(), rel
     from factory.config import load_config
 
