@@ -291,6 +291,8 @@ class CodeQualityConfig(QualityConfig):
     # namespaces, no Landlock + seccomp): a candidate could then kill the factory or leave
     # processes behind (docs/sandbox.md)
     allow_weak_sandbox: bool = False
+    # input/output test cases (APPS, CodeContests, LiveCodeBench...) run per trace: the first N, public ones first
+    max_cases: int = Field(default=32, ge=1)
 
 
 class FilterConfig(Strict):
@@ -565,6 +567,8 @@ class Config(Strict):
                     source.pop(key, None)
         if data["filter"].get("gym_min_score") == 1.0:
             data["filter"].pop("gym_min_score")
+        if data["filter"]["code"].get("max_cases") == CodeQualityConfig().max_cases:  # added later: hashed when set
+            data["filter"]["code"].pop("max_cases")
         for where in ("executor", "ray"):  # where the work runs shapes nothing either (same rows)
             data["build"].pop(where, None)
         if data.get("select") == SelectConfig().model_dump(mode="json"):  # no selection: hashes as before it existed

@@ -350,10 +350,10 @@ def _math_batch(batch: list, timeout_s: float) -> list:
     return list(check_math(batch, timeout_s=timeout_s, workers=1))
 
 
-def _code_batch(batch: list, wall_s: float, allow_weak: bool) -> list:
+def _code_batch(batch: list, wall_s: float, allow_weak: bool, max_cases: int | None = None) -> list:
     from factory.checks.verify import check_code
 
-    return list(check_code(batch, wall_s=wall_s, workers=1, allow_weak=allow_weak))
+    return list(check_code(batch, wall_s=wall_s, workers=1, allow_weak=allow_weak, max_cases=max_cases))
 
 
 def _minhash_batch(batch: list, num_perm: int, ngram: int) -> list:
@@ -369,10 +369,10 @@ def check_math(items: Iterable[tuple[Hashable, str, str]], timeout_s: float, bat
     return map_batches(_math_batch, items, batch_size, timeout_s)
 
 
-def check_code(items: Iterable[tuple], wall_s: float, allow_weak: bool = False, batch_size: int = 32
-               ) -> Iterator[tuple[Hashable, bool, str, str]]:
+def check_code(items: Iterable[tuple], wall_s: float, allow_weak: bool = False, batch_size: int = 32,
+               max_cases: int | None = None) -> Iterator[tuple[Hashable, bool, str, str]]:
     """checks.verify.check_code with each batch a Ray task (the sandbox runs on the task's node)."""
-    return map_batches(_code_batch, items, batch_size, wall_s, allow_weak)
+    return map_batches(_code_batch, items, batch_size, wall_s, allow_weak, max_cases)
 
 
 def minhash_signatures(texts: list[str], num_perm: int, ngram: int, batch_size: int = 2048):

@@ -190,10 +190,11 @@ def verify_code(store: Store, cfg: Config) -> int:
 
         verdicts = distributed.check_code(items, wall_s=cfg.filter.sandbox_wall_s,
                                           allow_weak=cfg.filter.code.allow_weak_sandbox,
+                                          max_cases=cfg.filter.code.max_cases,
                                           batch_size=max(1, cfg.build.ray.check_batch // 8))  # a test run costs more
     else:
         verdicts = check_code(items, wall_s=cfg.filter.sandbox_wall_s, workers=cfg.filter.verify_workers,
-                              allow_weak=cfg.filter.code.allow_weak_sandbox)
+                              allow_weak=cfg.filter.code.allow_weak_sandbox, max_cases=cfg.filter.code.max_cases)
     return _write_checks_streaming(store, _verify_rows(verdicts), every=100)
 
 

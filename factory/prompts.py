@@ -2,7 +2,10 @@
 
 A template's body is the user message. An optional `{% set system %}…{% endset %}` block
 becomes the system message. Variables: problem, domain, entry_point, meta (row number, id), row
-(the whole source row: `{{ row.Body }}`, `{{ row["Question Text"] }}`) and seed itself.
+(the whole source row: `{{ row.Body }}`, `{{ row["Question Text"] }}`), seed itself, and what a code
+seed's tests run (checks/io_tests.py `for_prompt`): tests_kind ("stdin": a whole program; "call": a
+function or a `Solution` method; "asserts": functions called by assert lines; none: HumanEval-style
+tests), fn_name (the function the cases call, if named) and example_tests (the first assert lines).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from factory.checks.io_tests import for_prompt
 from factory.errors import PromptError  # noqa: F401 - raised here; importable from this module too
 from factory.records import Seed
 from factory.sources import SOURCE_ROW
@@ -51,7 +55,8 @@ class Prompts:
         # hashes, the same as before the source row was kept next to it
         meta = {k: v for k, v in seed.meta.items() if k != SOURCE_ROW}
         context = {"problem": seed.problem, "domain": seed.domain, "entry_point": seed.entry_point,
-                   "meta": meta, "row": seed.meta.get(SOURCE_ROW, {}), "seed": seed}
+                   "meta": meta, "row": seed.meta.get(SOURCE_ROW, {}), "seed": seed,
+                   **for_prompt(seed.tests if seed.domain == "code" else None, seed.entry_point)}
         return self.render_context(name, context, seed)
 
     def render_context(self, name: str, context: dict, seed: Seed | None = None) -> tuple[dict[str, str], ...]:

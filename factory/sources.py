@@ -371,6 +371,8 @@ def _text(row: dict, field: str, column: str, domain: str) -> tuple[str | None, 
         return None, ("is null" if needed else None)
     if isinstance(value, str):
         return value, None
+    if field in ("tests", "entry_point") and isinstance(value, (dict, list, tuple)):
+        return json.dumps(json_safe(value)), None  # Parquet structs / JSON lists of cases: checks/io_tests.py reads them
     if field in ("answer", "id") and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(_cell_text(value)), None
     if field == "answer" and isinstance(value, bool):  # TheoremQA: True / False

@@ -71,3 +71,22 @@ def test_shipped_templates_keep_their_request_ids():
     ]:
         messages = p.render(template, seed)
         assert Request(seed.seed_id, "t", "m", template, messages, {"temperature": 0.7}, 0).request_id == want
+
+
+def test_code_prompts_ask_for_what_the_tests_run():
+    # HumanEval keeps its prompt (and so its request ids, above); case-tested seeds get a statement in prose
+    import json
+
+    p = Prompts(ROOT / "prompts")
+
+    def user(tests, entry_point=None):
+        seed = Seed("s", "Given n, print n squared.", domain="code", tests=tests, entry_point=entry_point)
+        return p.render("code_cot.jinja", seed)[-1]["content"]
+
+    stdin = user(json.dumps({"input": ["2\n"], "output": ["4\n"]}))
+    assert "reads the input from standard input" in stdin and "```python\nGiven" not in stdin
+    assert "`square`" in user(json.dumps({"fn_name": "square", "inputs": [[2]], "outputs": [[4]]}))
+    mbpp = user(json.dumps(["assert square(2) == 4", "assert square(3) == 9", "assert square(0) == 0",
+                            "assert square(1) == 1"]))
+    assert "assert square(3) == 9" in mbpp and "assert square(1) == 1" not in mbpp  # the first three, as MBPP
+    assert user("assert square(2) == 4\n").startswith("Complete the following Python function")

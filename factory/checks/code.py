@@ -477,9 +477,11 @@ def _run_safely(code: str, tests: str, entry: str | None, limits: Limits,
                              round(time.monotonic() - t0, 4))
 
 
-def run_many(items: Iterable[tuple[Hashable, str, str, str | None]], limits: Limits = Limits(),
+def run_many(items: Iterable[tuple], limits: Limits = Limits(),
              workers: int = 2, allow_weak: bool = False) -> Iterator[tuple[Hashable, SandboxResult]]:
-    """Run sandboxes `workers` at a time; yield (key, result) as each finishes.
+    """Run sandboxes `workers` at a time; yield (key, result) as each finishes.  Items are
+    (key, code, tests, entry_point), or with a fifth element, that run's own Limits (a seed
+    with many input/output cases gets a longer wall clock).
     Raises SandboxUnavailable before the first run where only the weak mode holds, unless
     allow_weak."""
     _mode(allow_weak)
@@ -490,10 +492,11 @@ def run_many(items: Iterable[tuple[Hashable, str, str, str | None]], limits: Lim
         def fill() -> None:
             while len(pending) < workers * 2:
                 try:
-                    key, code, tests, entry = next(it)
+                    key, code, tests, entry, *own = next(it)
                 except StopIteration:
                     return
-                pending[pool.submit(_run_safely, code, tests, entry, limits, allow_weak)] = key
+                pending[pool.submit(_run_safely, code, tests, entry, own[0] if own else limits,
+                                    allow_weak)] = key
 
         fill()
         while pending:

@@ -23,13 +23,36 @@ def check_math(items: Iterable[tuple[Hashable, str, str]], timeout_s: float, wor
 
 
 def check_code(items: Iterable[tuple[Hashable, str, str, str, str | None]], wall_s: float, workers: int,
-               allow_weak: bool = False) -> Iterator[Verdict]:
+               allow_weak: bool = False, max_cases: int | None = None) -> Iterator[Verdict]:
     """(key, problem, code answer, tests, entry_point) -> (key, passed, reason, detail): the tests run in
-    the sandbox with a `wall_s` wall-clock limit; `allow_weak` lets it run without kernel isolation."""
+    the sandbox with a `wall_s` wall-clock limit; `allow_weak` lets it run without kernel isolation.
+    Input/output cases (APPS, CodeContests, LiveCodeBench, Codeforces, MBPP: checks/io_tests.py) run
+    the first `max_cases` (default io_tests.MAX_CASES), each case with `wall_s` of its own."""
     from factory.checks.code import Limits, run_many
+    from factory.checks.io_tests import CASE_TIMEOUT, MAX_CASES, IOTestsError, prepare
 
-    # the seed's prompt goes first (as HumanEval scores prompt + completion): helpers it defines
-    # stay defined when the answer restates only the function; a full definition replaces the stub
-    runs = ((key, problem + "\n" + answer, tests, entry) for key, problem, answer, tests, entry in items)
-    for key, res in run_many(runs, Limits(wall_s=wall_s), workers=workers, allow_weak=allow_weak):
-        yield key, res.status == "passed", "tests_" + res.status, (res.reason + "\n" + res.stderr_tail)[-2000:]
+    limits = Limits(wall_s=wall_s)
+    unusable: list[Verdict] = []
+
+    def runs():
+        for key, problem, answer, tests, entry in items:
+            try:
+                # HumanEval: the seed's prompt goes first (as HumanEval scores prompt + completion), so
+                # helpers it defines stay defined when the answer restates only the function
+                run = prepare(problem, answer, tests, entry, wall_s, max_cases or MAX_CASES)
+            except IOTestsError as e:
+                unusable.append((key, False, "tests_unusable", str(e)))
+                continue
+            own = Limits(wall_s=run.wall_s, cpu_s=max(Limits.cpu_s, run.cpu_s)) if run.cases else limits
+            yield key, run.code, run.tests, run.entry_point, own
+
+    for key, res in run_many(runs(), limits, workers=workers, allow_weak=allow_weak):
+        yield from _drain(unusable)
+        status = "timeout" if res.status == "failed" and res.reason.startswith(CASE_TIMEOUT) else res.status
+        yield key, res.status == "passed", "tests_" + status, (res.reason + "\n" + res.stderr_tail)[-2000:]
+    yield from _drain(unusable)
+
+
+def _drain(verdicts: list[Verdict]) -> Iterator[Verdict]:
+    while verdicts:
+        yield verdicts.pop()
