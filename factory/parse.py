@@ -1,9 +1,29 @@
 """Parse a teacher completion into its reasoning and its FINAL answer.
 
-The reasoning comes from a ``<think>…</think>`` block or from a separate reasoning field
-(``reasoning_content``). The final answer is searched only in the text *after* the
-reasoning: a number met inside the reasoning is never an answer, and an unclosed
-``<think>`` means the whole completion is reasoning (no answer).
+The reasoning comes from a separate reasoning field (``reasoning_content`` / ``reasoning``) or from
+delimiters in the text, in every family reasoning models write:
+
+- special tokens, counted anywhere, as ``<think>`` always was: ``<think>…</think>`` (R1, QwQ, Qwen3),
+  ``<|begin_of_thought|>…<|end_of_thought|>`` (OpenThoughts, Bespoke-Stratos, OpenThinker), ``[THINK]…[/THINK]``
+  (Magistral), ``<seed:think>…</seed:think>`` (Seed-OSS; its ``<seed:cot_budget_reflect>`` notes are never
+  answers). The block ends at the LAST closing token; a lone closing token means the chat template opened
+  the block in the prompt (Qwen3 / R1-distill ``</think>``); an opening token after the block is a second
+  block that never closed. The family met first in the text is the one read.
+- plain-word tags ``<thinking>``, ``<thought>``, ``<reasoning>`` (Claude-style prompts, TRL GRPO's
+  ``<reasoning>…</reasoning><answer>…</answer>``): only when the completion STARTS with the tag (after
+  whitespace), since answers contain such words ("```xml\n<thinking>"); the block ends at the last closing tag
+  outside code (fenced or inline), a ``</think>`` closes it too, and a later opening tag outside code where a
+  sentence starts is a block that never closed. A lone closing word tag is text.
+- gpt-oss harmony leaked into the content: ``<|channel|>analysis<|message|>…<|end|><|start|>assistant
+  <|channel|>final<|message|>…<|return|>`` (analysis and commentary are reasoning, the last final message
+  is the answer region), or the same with its special tokens dropped ("analysis…assistantfinal…").
+- ``<|begin_of_solution|>…<|end_of_solution|>``: the last such block is the answer region; one never
+  closed is the answer when the model stopped on its own, and no answer when the length limit cut it.
+
+The final answer is searched only in the text *after* the reasoning: a number met inside the reasoning is
+never an answer, and a block that never closed means the whole completion is reasoning (no answer:
+``unclosed_think``, or ``truncated_in_reasoning`` with ``finish_reason="length"``; ``think_closed`` is
+False). ``think_closed`` is True when a delimited block closed or a reasoning field was given.
 
 Answer forms, in priority order (math):
 
@@ -41,7 +61,9 @@ input (bytes that are not UTF-8, lone surrogates, NULs, megabytes of text).
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from factory.values import brace_end as _balanced
 from factory.values import read_plain_value
@@ -73,7 +95,8 @@ class Parsed:
     reasoning: str | None
     answer: str | None
     think_closed: bool
-    answer_source: str | None  # "boxed" | "hashes" | "answer_is" | "bold" | "answer_tag" | "conclusion" | "code_block" | None
+    # "boxed" | "hashes" | "answer_is" | "bold" | "answer_tag" | "conclusion" | "final_block" | "code_block" | None
+    answer_source: str | None
     truncated: bool
     error: str | None
 
@@ -581,6 +604,209 @@ def _offers_alternatives(scan: str) -> bool:
     return False
 
 
+# --------------------------------------------------------------------------- reasoning delimiters
+
+# special tokens of reasoning models (never written in plain prose or code): like <think>, they count
+# anywhere, and a lone closing token means the chat template opened the block in the prompt
+_TOKEN_BLOCKS = (
+    (THINK_OPEN, THINK_CLOSE),
+    ("<|begin_of_thought|>", "<|end_of_thought|>"),  # OpenThoughts / Bespoke-Stratos / OpenThinker
+    ("[THINK]", "[/THINK]"),  # Magistral / Mistral
+    ("<seed:think>", "</seed:think>"),  # Seed-OSS
+)
+# plain words an answer may well contain ("```xml\n<thinking>"): a reasoning block only when the
+# completion STARTS with the opening tag (after whitespace)
+_WORD_BLOCKS = (("<thinking>", "</thinking>"), ("<thought>", "</thought>"), ("<reasoning>", "</reasoning>"))
+SOLUTION_OPEN = "<|begin_of_solution|>"
+SOLUTION_CLOSE = "<|end_of_solution|>"
+# Seed-OSS's budget notes ("I have used 129 tokens, …") hold numbers that are no answer
+_SEED_BUDGET_RE = re.compile(r"(?s)<seed:cot_budget_reflect>.*?(?:</seed:cot_budget_reflect>|$)")
+# gpt-oss harmony: "<|channel|>analysis<|message|>…<|end|><|start|>assistant<|channel|>final<|message|>…"
+# the header may hold a recipient and a constraint: "<|channel|>commentary to=functions.f <|constrain|>json<|message|>"
+_HARMONY_HEADER_RE = re.compile(
+    r"<\|channel\|>[ \t]*(\w+)(?:(?!<\|(?:message|channel)\|>).){0,300}?<\|message\|>", re.S)
+_HARMONY_END_RE = re.compile(r"<\|(end|return|call|start|channel)\|>")
+# the same with the special tokens dropped by the server: "analysisWe need … assistantfinalThe answer is 42."
+_BARE_HARMONY_RE = re.compile(r"\s*(?:<\|start\|>)?(?:assistant)?analysis")
+_BARE_HARMONY_FINAL = "assistantfinal"
+_BARE_HARMONY_SWITCH_RE = re.compile(r"assistant(?:analysis|commentary)")
+# a later word tag opens a block only where a sentence or a line may start ("3.<thinking>no wait"), never
+# mid-sentence ("we use the <thinking> tag")
+_AT_SENTENCE_START_RE = re.compile(r"(?:^|[\n.!?:])[ \t]*$")
+_CANDIDATES_TRIED = 1_000  # closing tags tried from the end (a megabyte of "</thinking>" stays fast)
+
+
+class _Block(NamedTuple):  # a tuple: parse runs tens of thousands of times a second
+    """Where the reasoning ends: ``reasoning`` (its text, "" when none), ``closed`` (a delimited block was
+    closed), ``region`` (where the final answer may be; None when the reasoning never closed), ``final`` (the
+    region is a message that holds only the answer: a harmony final message)."""
+    reasoning: str
+    closed: bool
+    region: str | None
+    final: bool = False
+
+
+def _token_block(text: str, op_tag: str, cl_tag: str) -> _Block | None:
+    """The ``<think>`` rules for one pair of special tokens: the block ends at the LAST closing token
+    (an opening one before it is optional: the template may have opened it); an opening token after
+    that means a block that never closed. None when neither token is in ``text``."""
+    close = text.rfind(cl_tag)
+    inner, region = "", text
+    if close >= 0:
+        head = text[:close]
+        op = head.find(op_tag)
+        inner = head[op + len(op_tag):] if op >= 0 else head
+        inner = inner.replace(op_tag, "").replace(cl_tag, "").strip()
+        region = text[close + len(cl_tag):]
+    op = region.find(op_tag)
+    if op >= 0:
+        tail = region[op + len(op_tag):].strip()
+        return _Block("\n".join(x for x in (inner, tail) if x), False, None)
+    if close < 0:
+        return None
+    return _Block(inner, True, region)
+
+
+def _in_code(s: str, i: int, fences_after: int) -> bool:
+    """Is ``s[i]`` inside a fenced block (an odd number of fences after it: the end of a completion is
+    outside code, while an unclosed fence in the reasoning would flip a count from the start) or inside
+    an inline `code` span on its line?"""
+    if fences_after % 2:
+        return True
+    line_start = s.rfind("\n", max(0, i - 2_000), i) + 1
+    return s.count("`", max(line_start, i - 2_000), i) % 2 == 1
+
+
+def _word_block(s: str, op_tag: str, cl_tag: str) -> _Block:
+    """A block opened by ``op_tag`` at the start of ``s``: it ends at the last closing tag outside code
+    (a literal ``</thinking>`` inside the answer's code is not one); an opening tag after it, outside
+    code and where a sentence starts, is a second block that never closed."""
+    fences = [m.start() for m in _FENCE_RE.finditer(s)]
+
+    def fences_after(i: int) -> int:
+        return len(fences) - bisect_left(fences, i)
+
+    start = len(op_tag)
+    close = -1
+    k = len(s)
+    for _ in range(_CANDIDATES_TRIED):
+        k = s.rfind(cl_tag, start, k)
+        if k < 0:
+            break
+        if not _in_code(s, k, fences_after(k)):
+            close = k
+            break
+    if close < 0:  # every closing tag is in code (an unclosed fence in the reasoning): the last one, as <think>
+        close = s.rfind(cl_tag, start)
+    if close < 0:
+        return _Block(s[start:].replace(op_tag, "").strip(), False, None)
+    inner = s[start:close].replace(op_tag, "").replace(cl_tag, "").strip()
+    region = s[close + len(cl_tag):]
+    pos = 0
+    for _ in range(_CANDIDATES_TRIED):
+        op = region.find(op_tag, pos)
+        if op < 0:
+            break
+        at = close + len(cl_tag) + op
+        if _AT_SENTENCE_START_RE.search(region, max(0, op - 200), op) and not _in_code(s, at, fences_after(at)):
+            tail = region[op + len(op_tag):].strip()
+            return _Block("\n".join(x for x in (inner, tail) if x), False, None)
+        pos = op + len(op_tag)
+    return _Block(inner, True, region)
+
+
+def _harmony_block(text: str) -> _Block | None:
+    """gpt-oss harmony messages: the analysis (and commentary) channels are reasoning, the last final
+    message is the answer region. A message with no end token at the end of the text is unclosed."""
+    msgs: list[tuple[str, str, bool]] = []  # (channel, body, closed)
+    pos = 0
+    while True:
+        m = _HARMONY_HEADER_RE.search(text, pos)
+        if m is None:
+            break
+        e = _HARMONY_END_RE.search(text, m.end())
+        body = text[m.end(): e.start() if e else len(text)]
+        msgs.append((m.group(1).lower(), body, e is not None))
+        if e is None:
+            break
+        pos = e.end() if e.group(1) in ("end", "return", "call") else e.start()
+    if not msgs:
+        return None
+    thought = "\n".join(b.strip() for c, b, _ in msgs if c != "final" and b.strip())
+    channel, body, closed = msgs[-1]
+    if channel == "final":
+        before = "\n".join(b.strip() for _, b, _ in msgs[:-1] if b.strip())
+        return _Block(before, any(c != "final" for c, _, _ in msgs[:-1]), body, True)
+    return _Block(thought, True, "") if closed else _Block(thought, False, None)
+
+
+def _bare_harmony_block(text: str) -> _Block | None:
+    """Harmony with its special tokens dropped: "analysis…assistantfinal…" (both words needed)."""
+    m = _BARE_HARMONY_RE.match(text) if "analysis" in text[:40] else None
+    if m is None:
+        return None
+    k = text.rfind(_BARE_HARMONY_FINAL)
+    if k < m.end():
+        return None
+    thought = _BARE_HARMONY_SWITCH_RE.sub("\n", text[m.end():k]).strip()
+    return _Block(thought, True, text[k + len(_BARE_HARMONY_FINAL):], True)
+
+
+def _reasoning_block(text: str) -> _Block | None:
+    """The reasoning block of a completion in any delimiter family (None: no delimiter, plain text)."""
+    s = text.lstrip()
+    for op_tag, cl_tag in _WORD_BLOCKS:
+        if s.startswith(op_tag):
+            b = _word_block(s, op_tag, cl_tag)
+            if b.region is None and THINK_CLOSE in s:  # "<thinking> … </think>": a mismatched close still closes
+                return _token_block(s[len(op_tag):], THINK_OPEN, THINK_CLOSE)
+            return b
+    b = _bare_harmony_block(s)
+    if b is not None:
+        return b
+    if not ("think>" in text or "<|" in text or "THINK]" in text):  # no special token at all: one scan or three
+        return None
+    # the family met first in the text ("<think>" of R1, a template's lone closing token, a harmony header):
+    # delimiters of another family quoted inside its reasoning are text
+    first, pair = len(text) + 1, None
+    for op_tag, cl_tag in _TOKEN_BLOCKS:
+        for tag in (op_tag, cl_tag):
+            k = text.find(tag, 0, first)
+            if 0 <= k < first:
+                first, pair = k, (op_tag, cl_tag)
+    k = text.find("<|channel|>", 0, first)
+    if k >= 0 and "<|message|>" in text:
+        b = _harmony_block(text)
+        if b is not None:
+            return b
+    if pair is None:
+        return None
+    b = _token_block(text, *pair)
+    if b is not None and b.region is None and pair[0] == "<|begin_of_thought|>":
+        # "<|begin_of_thought|> … <|begin_of_solution|>": the solution opens where the thought forgot to close
+        k = text.find(SOLUTION_OPEN, first)
+        if k >= 0:
+            return _Block(text[first:k].replace(pair[0], "").replace(pair[1], "").strip(), True, text[k:])
+    return b
+
+
+def _answer_region(region: str, truncated: bool) -> str | None:
+    """The answer region without format tokens: the last ``<|begin_of_solution|>`` block when there is
+    one (None: it was cut off by the length limit), Seed-OSS budget notes dropped."""
+    if "<seed:cot_budget_reflect>" in region:
+        region = _SEED_BUDGET_RE.sub("", region)
+    if "_of_solution|>" not in region:
+        return region
+    k = region.rfind(SOLUTION_OPEN)
+    if k < 0:
+        return region.replace(SOLUTION_CLOSE, "") if SOLUTION_CLOSE in region else region
+    body = region[k + len(SOLUTION_OPEN):]
+    e = body.find(SOLUTION_CLOSE)
+    if e >= 0:
+        return body[:e]
+    return None if truncated else body
+
+
 # --------------------------------------------------------------------------- parse
 
 
@@ -610,24 +836,22 @@ def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
         reasoning = field
         think_closed = True
 
-    close = text.rfind(THINK_CLOSE)
-    if close >= 0:
-        head = text[:close]
-        op = head.find(THINK_OPEN)
-        inner = head[op + len(THINK_OPEN):] if op >= 0 else head
-        inner = inner.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
-        reasoning = (field + "\n" + inner) if (field.strip() and inner) else (inner or reasoning)
-        think_closed = True
-        region = text[close + len(THINK_CLOSE):]
-    # an opening <think> in the answer region (or with no </think> at all) never closed
-    op = region.find(THINK_OPEN)
-    if op >= 0:
-        tail = region[op + len(THINK_OPEN):].strip()
-        reasoning = ((reasoning + "\n") if reasoning else "") + tail if tail else reasoning
-        return Parsed(reasoning or None, None, False, None, truncated,
-                      TRUNCATED_IN_REASONING if truncated else UNCLOSED_THINK)
+    block = _reasoning_block(text)
+    if block is not None:
+        reasoning = "\n".join(x for x in (field if field.strip() else "", block.reasoning) if x) or None
+        if block.region is None:  # an opening delimiter (<think>, [THINK], …) never closed: no answer
+            return Parsed(reasoning, None, False, None, truncated,
+                          TRUNCATED_IN_REASONING if truncated else UNCLOSED_THINK)
+        think_closed = think_closed or block.closed
+        region = block.region
     if truncated and reasoning and not region.strip():  # cut off before any answer began
         return Parsed(reasoning, None, False, None, truncated, TRUNCATED_IN_REASONING)
+    narrowed = _answer_region(region, truncated)
+    if narrowed is None:  # a <|begin_of_solution|> cut off by the length limit
+        return Parsed(reasoning, None, think_closed, None, truncated, NO_ANSWER)
+    # a block that holds only the answer (a harmony final message, a solution block): a lone value in it is the answer
+    final_block = (block is not None and block.final) or narrowed is not region and SOLUTION_OPEN in region
+    region = narrowed
 
     if domain == "code":
         scan = region[-CODE_SCAN_CHARS:]
@@ -683,6 +907,11 @@ def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
     if answer is None and not tagged:
         answer = _conclusion(scan)
         source = "conclusion" if answer is not None else None
+    if answer is None and final_block and not tagged:  # "<|channel|>final<|message|>42"
+        whole = _strip_answer(scan)
+        if len(whole) <= 100 and _SIMPLE_VALUE_RE.match(whole) and (re.search(r"[\d\\]", whole)
+                                                                   or _LETTER_OR_BOOL_RE.match(whole)):
+            answer, source = whole, "final_block"
     if answer is None and tagged:  # the tag's content is the answer ("<answer>$11/36$</answer>")
         answer, source = tag.strip(), "answer_tag"
 

@@ -247,19 +247,16 @@ def test_huge_input_is_fast_and_uses_the_tail():
     assert time.perf_counter() - t0 < 2.0
 
 
-def test_throughput():
+def test_a_mixed_batch_parses_each_form():
+    # the speed of this batch is measured by benchmarks/math_verify.py ("parse"), not asserted here
     texts = [
         "<think>Janet has 16 eggs, eats 3, bakes 4, sells 9 at $2: 18.</think>\nSo she makes $18.\n"
         "The final answer is $\\boxed{18}$.",
         "Step 1: 3+4=7.\nStep 2: 7*2=14.\n#### 14",
         "<think>" + "reasoning " * 300 + "</think>The answer is 3.5.",
         "<think>unclosed " * 50,
-    ] * 500
-    t0 = time.perf_counter()
-    for t in texts:
-        parse(t)
-    rate = len(texts) / (time.perf_counter() - t0)
-    assert rate > 20_000, f"{rate:.0f} parses/s"
+    ]
+    assert [parse(t).answer for t in texts] == ["18", "14", "3.5", None]
 
 
 # --------------------------------------------------------------------------- last_boxed and placeholders
@@ -477,3 +474,263 @@ def test_a_long_answer_in_an_answer_tag_is_kept_and_long_prose_is_not():
     assert p.answer == moves and p.answer_source == "answer_tag"
     prose = "The answer is " + "very " * 600 + "long."
     assert parse(prose).answer is None
+
+
+# --------------------------------------------------------------------------- reasoning delimiters of other families
+
+# reasoning that states wrong values in every answer form: none of them may ever be the answer
+_DECOY = ("Let me try: 16 - 3 = 13, so maybe \\boxed{13}? The answer is 13.\n#### 13\n"
+          "Wait, I forgot the muffins: 16 - 3 - 4 = 9, and 9 * 2 = 18.")
+
+# (name, opening, closing) of each family; an opening of None: the chat template opened the block
+_FAMILIES = [
+    ("r1", "<think>\n", "\n</think>\n\n"),
+    ("qwen3_template_opened", None, "\n</think>\n\n"),
+    ("openthoughts", "<|begin_of_thought|>\n\n", "\n\n<|end_of_thought|>\n\n"),
+    ("magistral", "[THINK]", "[/THINK]\n"),
+    ("magistral_template_opened", None, "[/THINK]"),
+    ("seed_oss", "<seed:think>\n", "\n</seed:think>\n"),
+    ("seed_oss_template_opened", None, "</seed:think>"),
+    ("thinking", "<thinking>\n", "\n</thinking>\n\n"),
+    ("thought", "  \n<thought>", "</thought>\n"),
+    ("grpo_reasoning", "<reasoning>\n", "\n</reasoning>\n"),
+    ("harmony", "<|channel|>analysis<|message|>", "<|end|><|start|>assistant<|channel|>final<|message|>"),
+    ("harmony_start", "<|start|>assistant<|channel|>analysis<|message|>",
+     "<|end|><|start|>assistant<|channel|>final<|message|>"),
+    ("harmony_tokens_dropped", "analysis", "assistantfinal"),
+]
+_FAMILY_IDS = [f[0] for f in _FAMILIES]
+
+
+def _completion(opening, closing, answer_text):
+    return (opening or "") + _DECOY + closing + answer_text
+
+
+@pytest.mark.parametrize("name, opening, closing", _FAMILIES, ids=_FAMILY_IDS)
+@pytest.mark.parametrize(
+    "answer_text, answer, source",
+    [
+        ("Janet sells 9 eggs at $2 each.\n\nThe final answer is $\\boxed{18}$.", "18", "boxed"),
+        ("She makes 9 * 2 = 18 dollars.\n#### 18", "18", "hashes"),
+        ("**Answer:** 18", "18", "answer_is"),
+        ("Janet makes **$18** every day.", "$18", "bold"),
+        ("<answer>18</answer>", "18", "answer_tag"),
+    ],
+)
+def test_each_family_splits_reasoning_from_the_final_answer(name, opening, closing, answer_text, answer, source):
+    p = parse(_completion(opening, closing, answer_text), finish_reason="stop")
+    assert (p.answer, p.answer_source, p.error) == (answer, source, None), p
+    assert p.think_closed
+    assert "16 - 3 = 13" in p.reasoning and "forgot the muffins" in p.reasoning
+    assert answer_text.strip()[:12] not in p.reasoning  # the answer is not reasoning
+
+
+@pytest.mark.parametrize("name, opening, closing", _FAMILIES, ids=_FAMILY_IDS)
+def test_numbers_in_the_reasoning_are_never_the_answer(name, opening, closing):
+    p = parse(_completion(opening, closing, "I could not finish this one."), finish_reason="stop")
+    assert (p.answer, p.error) == (None, "no_answer"), p
+    assert p.think_closed and "\\boxed{13}" in p.reasoning
+
+
+@pytest.mark.parametrize("name, opening, closing", [f for f in _FAMILIES if f[1] is not None and "analysis" != f[1]],
+                         ids=[f[0] for f in _FAMILIES if f[1] is not None and "analysis" != f[1]])
+def test_a_block_that_never_closed_has_no_answer(name, opening, closing):
+    # cut off by the length limit inside the reasoning, or a model that never closed its block
+    p = parse(opening + _DECOY, finish_reason="length")
+    assert (p.answer, p.error, p.think_closed, p.truncated) == (None, "truncated_in_reasoning", False, True), p
+    assert "\\boxed{13}" in p.reasoning
+    p = parse(opening + _DECOY, finish_reason="stop")
+    assert (p.answer, p.error, p.think_closed) == (None, "unclosed_think", False), p
+    # closed, then cut off before any answer: still in the reasoning
+    p = parse(opening + _DECOY + closing, finish_reason="length")
+    assert (p.answer, p.error) == (None, "truncated_in_reasoning"), p
+
+
+# real-shaped completions of each family, end to end
+_BESPOKE = (
+    "<|begin_of_thought|>\n\nOkay, so I need to find how much Janet makes. She has 16 eggs, eats 3 and bakes 4, "
+    "so 16 - 3 - 4 = 9 left. Hmm, is it 9 * 2 = 18? Let me double-check: \\boxed{20} would mean she sold 10. No.\n\n"
+    "<|end_of_thought|>\n\n<|begin_of_solution|>\n\nJanet's ducks lay 16 eggs per day. She uses 3 + 4 = 7 of them, "
+    "leaving 16 - 7 = 9 eggs, sold at \\$2 each:\n\n\\[ 9 \\times 2 = 18 \\]\n\nThus, Janet makes "
+    "\\(\\boxed{18}\\) dollars every day at the farmers' market.\n\n<|end_of_solution|>"
+)
+_HARMONY = (
+    "<|channel|>analysis<|message|>We need to compute 16-3-4 = 9. 9*2 = 18. But maybe the answer is 20? "
+    "No.<|end|><|start|>assistant<|channel|>commentary to=functions.calc <|constrain|>json<|message|>"
+    '{"expr": "9*2"}<|call|><|start|>assistant<|channel|>final<|message|>**18**<|return|>'
+)
+
+
+@pytest.mark.parametrize(
+    "text, finish, answer, error, in_reasoning",
+    [
+        (_BESPOKE, "stop", "18", None, "\\boxed{20}"),
+        # the solution block is the answer region: nothing after <|end_of_solution|> is read
+        (_BESPOKE + "\n\nRelated: the answer is 20.", "stop", "18", None, "16 - 3 - 4"),
+        # an unclosed solution: the answer when the model stopped on its own; cut off by the limit, no answer
+        (_BESPOKE.replace("<|end_of_solution|>", ""), "stop", "18", None, "16 - 3 - 4"),
+        (_BESPOKE.replace("dollars every day at the farmers' market.\n\n<|end_of_solution|>", "dollars every"),
+         "length", None, "no_answer", "16 - 3 - 4"),
+        # a thought that forgot its closing token still ends where the solution opens
+        (_BESPOKE.replace("<|end_of_thought|>", ""), "stop", "18", None, "\\boxed{20}"),
+        (_HARMONY, "stop", "18", None, "maybe the answer is 20"),
+        ("<|start|>assistant<|channel|>analysis<|message|>6*7 = 42, not 41.<|end|>"
+         "<|start|>assistant<|channel|>final<|message|>The answer is 42.", "stop", "42", None, "not 41"),
+        ("<|channel|>analysis<|message|>6*7 = 42, not 41.<|end|><|start|>assistant<|channel|>final<|message|>"
+         "The answer is \\boxed{4", "length", None, "no_answer", "not 41"),
+        ("<|channel|>analysis<|message|>6*7 = 42, so \\boxed{42}<|end|>", "stop", None, "no_answer", "6*7"),
+        ("analysisThe user asks 6*7. That's 42, not 41.assistantcommentaryok.assistantfinalThe answer is **42**.",
+         "stop", "42", None, "not 41"),
+        ("[THINK]Ok, 2^10 = 1024, minus 24 is 1000. Maybe \\boxed{1024}?[/THINK]**Final answer:** $\\boxed{1000}$",
+         "stop", "1000", None, "\\boxed{1024}"),
+        ("<seed:think>\n12 * 12 = 144, hmm, 140?\n<seed:cot_budget_reflect>I have used 129 tokens, and there are "
+         "383 tokens remaining for use.</seed:cot_budget_reflect>\nYes 144.\n</seed:think>The answer is 144.",
+         "stop", "144", None, "383 tokens"),
+        # Seed-OSS budget notes in the answer region are not answers either
+        ("<seed:think>12*12</seed:think>So the area is 144.\n<seed:cot_budget_reflect>I have used 400 tokens."
+         "</seed:cot_budget_reflect>\n#### 144", "stop", "144", None, "12*12"),
+        ("<reasoning>\nThere are 3 boxes of 14 pencils: 3 * 14 = 42. Maybe 41?\n</reasoning>\n<answer>\n42\n</answer>",
+         "stop", "42", None, "Maybe 41"),
+        ("<thinking>\nThe sum 1+2+...+10 = 55, not 45.\n</thinking>\n\nThe sum is $\\boxed{55}$.", "stop", "55", None,
+         "not 45"),
+        ("<thought>Area = 6 * 7 = 42; perimeter 26 is not asked.</thought>\nTherefore, the area is 42.", "stop", "42",
+         None, "perimeter 26"),
+        # a reasoning field and a solution block in the content
+        ("<|begin_of_solution|>\nSo \\boxed{7}.\n<|end_of_solution|>", "stop", "7", None, "3+4"),
+    ],
+)
+def test_real_shaped_completions_of_each_family(text, finish, answer, error, in_reasoning):
+    field = "3+4 = 7, or \\boxed{8}?" if text.startswith("<|begin_of_solution|>") else None
+    p = parse(text, reasoning_field=field, finish_reason=finish)
+    assert (p.answer, p.error) == (answer, error), p
+    assert in_reasoning in (p.reasoning or ""), p
+
+
+@pytest.mark.parametrize(
+    "text, domain, answer, reasoning",
+    [
+        # a word tag that does not START the completion is text, not a reasoning delimiter
+        ("Models such as Claude wrap their work in <thinking> tags. The answer is 5.", "math", "5", None),
+        ("I used <thinking>, <thought> and <reasoning> before.\nThe answer is 6.", "math", "6", None),
+        ("Here is the parser:\n```python\nOPEN = '<thinking>'\nCLOSE = '</thinking>'\n```", "code",
+         "OPEN = '<thinking>'\nCLOSE = '</thinking>'\n", None),
+        ("```xml\n<reasoning>\n  <step>1</step>\n</reasoning>\n```", "code",
+         "<reasoning>\n  <step>1</step>\n</reasoning>\n", None),
+        # after a real block, the same tags inside the answer's code or mid-sentence stay in the answer
+        ("<thinking>plan: strip the tags, 3 cases</thinking>\n```python\ndef strip(s):\n"
+         "    return s.replace('<thinking>', '').replace('</thinking>', '')\n```", "code",
+         "def strip(s):\n    return s.replace('<thinking>', '').replace('</thinking>', '')\n",
+         "plan: strip the tags, 3 cases"),
+        ("<thinking>7 * 6 = 42</thinking>\nWe mention the `</thinking>` tag and the <thinking> tag in passing. "
+         "The answer is 42.", "math", "42", "7 * 6 = 42"),
+        # the reasoning that quotes its own closing tag ends at the last one, as <think> does
+        ("<thought>I must end with </thought> at the end; 3 * 4 = 12, not 11.</thought> The answer is 12.", "math",
+         "12", None),
+    ],
+)
+def test_word_tags_are_delimiters_only_at_the_start(text, domain, answer, reasoning):
+    p = parse(text, domain=domain, finish_reason="stop")
+    assert (p.answer, p.error) == (answer, None), p
+    if reasoning is None:
+        assert p.reasoning is None or "not 11" in p.reasoning
+    else:
+        assert p.reasoning == reasoning
+
+
+@pytest.mark.parametrize(
+    "text, answer, error",
+    [
+        # nested and repeated blocks: the reasoning runs to the last closing tag, as for <think>
+        ("<thinking>a \\boxed{1} <thinking>b \\boxed{2}</thinking> c</thinking>The answer is 5.", "5", None),
+        ("<thinking>a 1</thinking>Hmm.\n<thinking>b \\boxed{2}</thinking>\nThe answer is 5.", "5", None),
+        ("[THINK]a 1[/THINK]x[THINK]b \\boxed{2}[/THINK]The answer is 5.", "5", None),
+        ("<|begin_of_thought|>a<|end_of_thought|><|begin_of_thought|>b 7<|end_of_thought|>#### 5", "5", None),
+        # a second block that never closed: no answer (the 4 is reasoning)
+        ("<thinking>a</thinking>The answer is 3.<thinking>no wait, \\boxed{4}", None, "unclosed_think"),
+        ("<thinking>a</thinking>The answer is 3.\n<thinking>no wait, \\boxed{4}", None, "unclosed_think"),
+        ("[THINK]a[/THINK]The answer is 3.[THINK]no wait, \\boxed{4}", None, "unclosed_think"),
+        ("<seed:think>a</seed:think>The answer is 3.<seed:think>\\boxed{4}", None, "unclosed_think"),
+        # mismatched: a <think> close still closes a <thinking> block; other mismatches never close
+        ("<thinking>9 * 2 = 18, not 20</think>\nThe answer is 18.", "18", None),
+        ("<thinking>9 * 2 = 18, not 20</thought>\nThe answer is 18.", None, "unclosed_think"),
+        ("[THINK]9 * 2 = 18, not 20</think>\nThe answer is 18.", None, "unclosed_think"),
+        ("<seed:think>9 * 2 = 18, not 20[/THINK]\nThe answer is 18.", None, "unclosed_think"),
+        # closing tokens only, or in the wrong order
+        ("[/THINK][/THINK]The answer is 5.", "5", None),
+        ("<|end_of_thought|>The answer is 5.<|begin_of_thought|>", None, "unclosed_think"),
+        ("</thinking>The answer is 5.", "5", None),  # a lone word closing tag is text
+        ("<|end_of_solution|>The answer is 5.<|begin_of_solution|>", None, "no_answer"),  # the last block is empty
+        ("<|begin_of_solution|><|end_of_solution|>The answer is 5.", None, "no_answer"),
+        # harmony degenerate: headers without bodies, unknown channels, a final before more analysis
+        ("<|channel|>final<|message|>The answer is 5.<|end|><|start|>assistant<|channel|>analysis<|message|>"
+         "hmm \\boxed{6}", None, "unclosed_think"),
+        ("<|channel|>final<|message|><|return|>", None, "no_answer"),
+        ("<|channel|><|message|>The answer is 5.", "5", None),
+        ("analysis of the problem shows the answer is 5.", "5", None),  # no "assistantfinal": plain text
+    ],
+)
+def test_nested_repeated_and_mismatched_delimiters(text, answer, error):
+    p = parse(text, finish_reason="stop")
+    assert (p.answer, p.error) == (answer, error), p
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        "<thinking>" * 200_000,
+        "</thinking>" * 200_000,
+        "<thinking>" + "</thinking>x" * 100_000,
+        "<thinking>" + "```\n" * 200_000 + "</thinking>" + "<thinking>" * 50_000,
+        "<thinking>" + "`</thinking>`\n" * 100_000,
+        "<thinking></thinking>" + ".<thinking>`" * 100_000,
+        "<|channel|>" * 200_000 + "<|message|>",
+        "<|channel|>analysis<|message|>" * 100_000,
+        "<|channel|>a" + "x" * 1_000_000 + "<|message|>",
+        "analysis" + "assistantfinal" * 100_000,
+        "<|begin_of_thought|>" * 100_000 + "<|begin_of_solution|>" * 100_000,
+        "<|begin_of_solution|>" * 100_000 + "<|end_of_solution|>" * 100_000,
+        "[THINK]" * 100_000 + "[/THINK]" * 100_000,
+        "<seed:think>" + "<seed:cot_budget_reflect>" * 100_000,
+    ],
+    ids=lambda j: f"{j[:24]!r}x{len(j)}",
+)
+def test_megabytes_of_delimiters_stay_fast(junk):
+    t0 = time.perf_counter()
+    for finish in ("stop", "length"):
+        parse(junk, finish_reason=finish)
+        parse(junk, domain="code", finish_reason=finish)
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_a_megabyte_of_reasoning_in_each_family_is_fast():
+    body = "We compute 2+2 and keep going; maybe \\boxed{5}. " * 40_000  # ~2 MB
+    t0 = time.perf_counter()
+    for name, opening, closing in _FAMILIES:
+        p = parse((opening or "") + body + closing + "The answer is \\boxed{4}.")
+        assert p.answer == "4", name
+    assert time.perf_counter() - t0 < 3.0
+
+
+@pytest.mark.parametrize(
+    "text, answer, source",
+    [
+        # a message or block that holds only the answer: its lone value is the answer
+        ("<|channel|>analysis<|message|>41? no, 42.<|end|><|start|>assistant<|channel|>final<|message|>42", "42",
+         "final_block"),
+        ("analysisHalf of 2 is 1, not 2.assistantfinal$\\frac{1}{2}$", "\\frac{1}{2}", "final_block"),
+        ("<|begin_of_thought|>So 41 or 42?<|end_of_thought|>\n<|begin_of_solution|>\n42\n<|end_of_solution|>", "42",
+         "final_block"),
+        ("<|channel|>final<|message|>(B)<|return|>", "(B)", "final_block"),
+        ("<|channel|>analysis<|message|>x<|end|><|start|>assistant<|channel|>final<|message|>**42**", "42", "bold"),
+        # prose, a hedge or a word is not a lone value
+        ("<|channel|>final<|message|>Done.", None, None),
+        ("<|channel|>final<|message|>Paris", None, None),
+        ("<|channel|>final<|message|>probably 18", None, None),
+        # a lone value outside such a block is not an answer (unchanged)
+        ("<thinking>41?</thinking>\n42", None, None),
+        ("42", None, None),
+    ],
+)
+def test_a_lone_value_in_a_final_message_or_solution_block(text, answer, source):
+    p = parse(text, finish_reason="stop")
+    assert (p.answer, p.answer_source) == (answer, source), p
