@@ -9,7 +9,8 @@ indices 0..count-1 of `create_dataset(task, seed=…, size=…, **config)` (a we
 `composite` dataset). The first draw is the config's own (seed, size); `refresh.fresh_seeds: N` adds a
 draw of N problems nobody has seen, recorded in the store's `gym_draws`, so every later build plans
 all recorded draws again (the corpus keeps them). Entries are generated one at a time as the plan
-reads them (a dataset is indexable): nothing is built up front.
+reads them (a dataset is indexable): nothing is built up front; a draw generated whole is recorded
+in the store's `gym_seeds` (index -> seed id), and later builds read it back instead of generating.
 
 Why a fresh draw does not take seed + 1: most generators seed item i with Random(seed + i), so the
 dataset of seed s + 1 is the dataset of seed s shifted by one. A new draw starts past the end of every
@@ -24,6 +25,7 @@ seeds table alone. Only this module and checks/gym.py import reasoning_gym.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -58,6 +60,7 @@ class GymPlan:
     licence: str
     mix: bool  # `tasks:` (reasoning-gym's composite dataset) rather than one `task:`
     draws: tuple[Draw, ...] = field(default=())  # recorded fresh draws, oldest first
+    store: Any = field(default=None, compare=False, repr=False)  # drawn seeds are read back from it and recorded
 
     @property
     def path(self) -> str:
@@ -165,27 +168,72 @@ def _seed(plan: GymPlan, draw: Draw, index: int, entry: Any, row: int) -> Seed |
 
 def read_gym_seeds(plan: GymPlan) -> Iterator[Any]:
     """Stream the seeds of every draw, one entry generated at a time; an entry the generator fails on
-    becomes a BadRow (draw's seed, index), never the end of the source."""
+    becomes a BadRow (draw's seed, index), never the end of the source. With a store (`plan.store`, set
+    by with_recorded_draws) a draw generated whole before is read back from it (`gym_seeds` and `seeds`:
+    zebra_puzzles makes 13 problems a second) and a draw generated now is recorded there."""
     row = 0
     for draw in plan.all_draws():
-        dataset = _dataset(plan, draw)
         where = f"{plan.path} seed {draw.seed}"
+        stored = _stored_draw(plan, draw) if plan.store is not None else None
+        made: list[tuple[int, str | None, str | None]] = []  # (index, seed id, why no seed)
+        dataset = _dataset(plan, draw) if stored is None else None
         for index in range(draw.count):
             row += 1
-            try:
-                item = _seed(plan, draw, index, dataset[index], row)
-            except Exception as e:  # noqa: BLE001 - a generator's bug on one index
-                item = f"generator failed: {_first_line(e)}"
-            yield BadRow(where, index, None, item) if isinstance(item, str) else item
+            if stored is not None:
+                item = stored[index]
+                if isinstance(item, Seed):
+                    item = replace(item, meta={**item.meta, "row": row})
+            else:
+                try:
+                    item = _seed(plan, draw, index, dataset[index], row)
+                except Exception as e:  # noqa: BLE001 - a generator's bug on one index
+                    item = f"generator failed: {_first_line(e)}"
+                made.append((index, None, item) if isinstance(item, str) else (index, item.seed_id, None))
+            yield item if not isinstance(item, str) else BadRow(where, index, None, item)
+        if made and plan.store is not None:
+            _record_draw(plan, draw, made)
+
+
+def _stored_draw(plan: GymPlan, draw: Draw) -> list[Seed | str] | None:
+    """A draw's items as an earlier build generated them (a Seed, or why the index is none), or None when
+    the store does not hold every index of it with its seed (a build killed before storing them)."""
+    rows = plan.store.sql(
+        """SELECT g.idx, g.bad, d.problem, d.domain, d.answer, d.tests, d.entry_point, d.meta
+           FROM gym_seeds g LEFT JOIN seeds d ON d.seed_id = g.seed_id
+           WHERE g.source = ? AND g.fingerprint = ? AND g.gen_seed = ? AND g.size = ? AND g.idx < ?
+           ORDER BY g.idx""", [plan.name, plan.fingerprint, draw.seed, draw.size, draw.count])
+    if len(rows) != draw.count:
+        return None
+    items: list[Seed | str] = []
+    for index, bad, problem, domain, answer, tests, entry, meta in rows:
+        if bad is None and problem is None:
+            return None
+        items.append(bad if bad is not None else Seed(plan.name, problem, domain, answer, tests, entry,
+                                                      json.loads(meta) if meta else {}))
+    return items
+
+
+def _record_draw(plan: GymPlan, draw: Draw, made: list[tuple[int, str | None, str | None]]) -> None:
+    import pyarrow as pa
+
+    table = pa.table({"idx": [i for i, _, _ in made], "seed_id": [s for _, s, _ in made],
+                      "bad": [b for _, _, b in made]})
+    plan.store.con.register("_gym_made", table)
+    try:
+        plan.store.sql("INSERT INTO gym_seeds SELECT ?, ?, ?, ?, idx, seed_id, bad FROM _gym_made ON CONFLICT DO NOTHING",
+                       [plan.name, plan.fingerprint, draw.seed, draw.size])
+    finally:
+        plan.store.con.unregister("_gym_made")
 
 
 # -- fresh draws (refresh.fresh_seeds) and the store's record of them -------------------------------
 
 def with_recorded_draws(store: Any, plan: GymPlan) -> GymPlan:
-    """The plan with the fresh draws the store recorded for this source (same fingerprint), oldest first."""
+    """The plan with the fresh draws the store recorded for this source (same fingerprint), oldest first,
+    reading drawn seeds back from the store (read_gym_seeds)."""
     rows = store.sql("SELECT gen_seed, size, count FROM gym_draws WHERE source = ? AND fingerprint = ? "
                      "ORDER BY draw", [plan.name, plan.fingerprint])
-    return replace(plan, draws=tuple(Draw(int(s), int(n), int(c)) for s, n, c in rows))
+    return replace(plan, draws=tuple(Draw(int(s), int(n), int(c)) for s, n, c in rows), store=store)
 
 
 def draw_fresh(plan: GymPlan, n: int, known: set[str]) -> tuple[Draw, int]:

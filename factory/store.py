@@ -98,6 +98,13 @@ MIGRATIONS: list[str] = [
         gen_seed BIGINT NOT NULL, size INTEGER NOT NULL, count INTEGER NOT NULL, new_seeds INTEGER,
         drawn_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (source, fingerprint, draw));
     """,
+    # reasoning_gym sources: what each index of a draw gave (a seed id, or why it is no seed), written when a
+    # draw has been generated whole, so a later build reads it back instead of running the generator again
+    """
+    CREATE TABLE gym_seeds (source VARCHAR NOT NULL, fingerprint VARCHAR NOT NULL, gen_seed BIGINT NOT NULL,
+        size INTEGER NOT NULL, idx INTEGER NOT NULL, seed_id VARCHAR, bad VARCHAR,
+        PRIMARY KEY (source, fingerprint, gen_seed, size, idx));
+    """,
 ]
 
 _SEED_SCHEMA = pa.schema([(n, pa.string()) for n in

@@ -302,6 +302,32 @@ def test_a_refresh_with_fresh_seeds_adds_only_seeds_never_seen_and_builds_keep_t
         assert with_recorded_draws(store, plan_source(other.sources[0])).draws == ()
 
 
+def test_a_rebuild_reads_drawn_seeds_back_from_the_store_instead_of_generating_them(tmp_path, monkeypatch):
+    from factory import gym
+
+    cfg = config(tmp_path, [gym_source(size=6), gym_source(name="words", task="word_sorting", size=4)])
+    oracle = GymOracle(planned_seeds(cfg))
+    first = build_dataset(cfg, console=QUIET, teachers={"oracle": oracle})
+    ids = planned(cfg)
+    with duckdb.connect(str(cfg.store_path), read_only=True) as con:
+        assert con.execute("SELECT count(*), count(seed_id) FROM gym_seeds").fetchone() == (10, 10)
+
+    def no_generator(*_):
+        raise AssertionError("the generator ran although the store holds the draw")
+
+    monkeypatch.setattr(gym, "_dataset", no_generator)
+    again = build_dataset(cfg, console=QUIET, teachers={"oracle": oracle})
+    assert planned(cfg) == ids and again.requests_sent == 0 and again.seeds_loaded == first.seeds_loaded == 10
+
+    # a draw whose seeds did not all reach the store (a build killed in between) is generated again
+    monkeypatch.undo()
+    with Store(cfg.store_path) as store:
+        victim = store.sql("SELECT seed_id FROM gym_seeds WHERE source = 'words' ORDER BY idx LIMIT 1")[0][0]
+        store.sql("DELETE FROM seeds WHERE seed_id = ?", [victim])
+    build_dataset(cfg, console=QUIET, teachers={"oracle": oracle})
+    assert planned(cfg) == ids
+
+
 # -- the embedded teacher ----------------------------------------------------------------------
 
 @pytest.mark.slow
