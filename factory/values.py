@@ -34,9 +34,163 @@ _MATH_WORDS = {"pi", "sqrt", "times", "cdot", "mod", "and", "or", "sin", "cos", 
                "squared", "cubed", "percent", "factorial", "over", "plus", "minus", "i"}
 
 
+_SUPERSCRIPTS = dict(zip("⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺", "0123456789-+"))
+_SUPERSCRIPT_RUN_RE = re.compile("[⁰¹²³⁴⁵⁶⁷⁸⁹⁻⁺]+")
+_SUBSCRIPTS = dict(zip("₀₁₂₃₄₅₆₇₈₉", "0123456789"))
+_SUBSCRIPT_RUN_RE = re.compile("[₀₁₂₃₄₅₆₇₈₉]+")
+_VULGAR = {"½": (1, 2), "⅓": (1, 3), "⅔": (2, 3), "¼": (1, 4), "¾": (3, 4), "⅕": (1, 5), "⅖": (2, 5), "⅗": (3, 5),
+           "⅘": (4, 5), "⅙": (1, 6), "⅚": (5, 6), "⅛": (1, 8), "⅜": (3, 8), "⅝": (5, 8), "⅞": (7, 8), "⅐": (1, 7),
+           "⅑": (1, 9), "⅒": (1, 10)}
+_VULGAR_RE = re.compile("(\\d?)\\s*([" + "".join(_VULGAR) + "])")
+# √2, √(x+1), √{2}, ∛8: the radicand is a number, a letter or a group
+_RADICAL_RE = re.compile(r"([√∛∜])\s*(\d+(?:\.\d+)?|\\?[A-Za-z]|\([^()]*\)|\{[^{}]*\})")
+_SYMBOLS = {"×": "\\times", "·": "\\cdot", "⋅": "\\cdot", "∙": "\\cdot", "÷": "\\div", "∞": "\\infty",
+            "∪": "\\cup", "∩": "\\cap", "∈": "\\in", "≤": "\\le", "≥": "\\ge", "≠": "\\neq", "π": "\\pi",
+            "±": "\\pm", "≈": "\\approx", "∖": "\\setminus", "ℝ": "\\mathbb{R}"}
+_SYMBOL_RE = re.compile("[" + "".join(_SYMBOLS) + "]")
+# an unbraced signed exponent: "10^-3", "e^-x", "2^−3" (teachers mean 10^{-3}; LaTeX reads 10^{-}3)
+_SIGNED_EXPONENT_RE = re.compile(r"\^\s*([-+])\s*(\d+(?:\.\d+)?|\\[A-Za-z]+|[A-Za-z])")
+# "\in {7, 9}": braces after \in are a set, not a LaTeX group
+_IN_GROUP_RE = re.compile(r"(\\in\s*)(?<!\\)\{([^{}\\]*)\}")
+
+
+def plain_math_as_latex(s: str) -> str:
+    """Plain-text math written as LaTeX: Unicode operators and powers (``x²``, ``3√2``, ``(-∞, 5] ∪ [7, ∞)``,
+    ``1·10⁻³``, ``1½``), unbraced signed exponents (``10^-3`` -> ``10^{-3}``), ``4*pi`` and ``\\in {7, 9}``."""
+    if not s.isascii():
+        s = s.replace("\u2212", "-").replace("\u2009", " ").replace("\u202f", " ").replace("\xa0", " ")
+        s = _SUPERSCRIPT_RUN_RE.sub(lambda m: "^{" + "".join(_SUPERSCRIPTS[c] for c in m.group(0)) + "}", s)
+        s = _SUBSCRIPT_RUN_RE.sub(lambda m: "_{" + "".join(_SUBSCRIPTS[c] for c in m.group(0)) + "}", s)
+        s = _VULGAR_RE.sub(lambda m: m.group(1) + "\\frac{%d}{%d}" % _VULGAR[m.group(2)], s)
+        s = _RADICAL_RE.sub(_radical, s)
+        s = _SYMBOL_RE.sub(_symbol, s)
+        s = re.sub(r" {2,}", " ", s).replace("( ", "(").replace("[ ", "[").replace(" )", ")").replace(" ]", "]").strip()
+    if "^" in s:
+        s = _SIGNED_EXPONENT_RE.sub(r"^{\1\2}", s)
+    if "\\in" in s:
+        s = _IN_GROUP_RE.sub(r"\1\\{\2\\}", s)
+    if "pi" in s:
+        s = _BARE_PI_RE.sub(r"\\pi", s)
+    return s
+
+
+_BARE_PI_RE = re.compile(r"(?<![\\A-Za-z])pi(?![A-Za-z])")
+_ATOMS = {"∞", "π", "ℝ"}
+
+
+def _radical(m: re.Match) -> str:
+    body = m.group(2)
+    if body[0] in "({":
+        body = body[1:-1]
+    return {"√": "\\sqrt", "∛": "\\sqrt[3]", "∜": "\\sqrt[4]"}[m.group(1)] + "{" + body.strip() + "}"
+
+
+def _symbol(m: re.Match) -> str:
+    c = m.group(0)
+    if c in _ATOMS:  # "\infty" must not run into a following letter or digit
+        nxt = m.string[m.end():m.end() + 1]
+        return _SYMBOLS[c] + (" " if nxt.isalnum() else "")
+    return " " + _SYMBOLS[c] + " "
+
+
+# 0.\overline{3}, 0.7\overline{2}, 0.\dot{3}, and (whole answers only) 0.(3): a repeating decimal is exact
+_REPEAT_TAIL = r"(?:\\overline\s*\{\s*(\d+)\s*\}|\\overline\s*(\d)|\\(?:dot|bar)\s*\{\s*(\d)\s*\}|\\dot\s*(\d)"
+_REPEATING_RE = re.compile(r"(\d*)\.(\d*)" + _REPEAT_TAIL + r")")
+_REPEATING_WHOLE_RE = re.compile(r"(\d*)\.(\d*)" + _REPEAT_TAIL + r"|\((\d{1,12})\))")
+
+
+def _repeating_value(m: re.Match) -> Fraction:
+    whole, fixed = m.group(1) or "0", m.group(2)
+    rep = next(g for g in m.groups()[2:] if g)
+    k, n = len(fixed), len(rep)
+    return int(whole) + Fraction(int(fixed or "0"), 10**k) + Fraction(int(rep), (10**n - 1) * 10**k)
+
+
+def _repeating_as_fractions(s: str) -> str:
+    if "\\overline" not in s and "\\dot" not in s and "\\bar" not in s:
+        return s
+
+    def frac(m: re.Match) -> str:
+        v = _repeating_value(m)
+        return "\\frac{%d}{%d}" % (v.numerator, v.denominator)
+
+    return _REPEATING_RE.sub(frac, s)
+
+
+_REL = r"(<=|>=|<|>|\\[lg]eq?slant(?![A-Za-z])|\\[lg]eq?(?![A-Za-z])|\\[lg]t(?![A-Za-z]))"
+_SET_BUILDER_RE = re.compile(
+    r"^(?:\\left)?\\\{\s*([A-Za-z])\s*(?:\\in\s*\\mathbb\s*\{?R\}?\s*)?(?:\\mid|\\vert|\||:|\\colon)\s*(.+?)\s*(?:\\right)?\\\}$")
+_OR_RE = re.compile(r"\s*(?:\\(?:text|textrm|mathrm|mbox)\s*\{\s*or\s*\}|\bor\b|\\lor\b|\\vee\b)\s*")
+_CHAIN_RE = re.compile(r"^(.+?)\s*" + _REL + r"\s*([A-Za-z])\s*" + _REL + r"\s*(.+)$")
+_ONE_SIDE_RE = re.compile(r"^(.+?)\s*" + _REL + r"\s*(.+)$")
+
+
+def _rel_dir(op: str) -> tuple[str, bool]:
+    """("<" or ">", strict?) of a relation written as <, \\le, \\geqslant, >= ..."""
+    less = op.startswith("<") or op.startswith("\\l")
+    strict = op in ("<", ">", "\\lt", "\\gt")
+    return ("<" if less else ">"), strict
+
+
+def _bound_ok(b: str, var: str) -> bool:
+    b = b.strip()
+    # a number or an expression of constants (\frac{1}{2}, -\sqrt{2}, \pi): no variable, no other relation
+    return bool(b) and not re.search(r"[<>=,;]|\\(?:le|ge|lt|gt|neq)", b) and not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", b))
+
+
+def inequalities_as_interval(s: str) -> str | None:
+    """``x \\le -3 \\text{ or } x \\ge 4`` / ``\\{x \\mid 3 < x < 11\\}`` -> ``(-\\infty, -3] \\cup [4, \\infty)`` /
+    ``(3, 11)``; None when ``s`` is not one variable bounded by constants (pieces joined by "or" only:
+    "and" is left alone)."""
+    if "<" not in s and ">" not in s and "\\l" not in s and "\\g" not in s:
+        return None
+    body = s.strip()
+    m = _SET_BUILDER_RE.match(body)
+    var = None
+    if m:
+        var, body = m.group(1), m.group(2)
+    pieces = []
+    for part in _OR_RE.split(body):
+        part = part.strip()
+        c = _CHAIN_RE.match(part)
+        if c and c.group(3) == (var or c.group(3)) and _bound_ok(c.group(1), c.group(3)) and _bound_ok(c.group(5), c.group(3)):
+            var = c.group(3)
+            (d1, s1), (d2, s2) = _rel_dir(c.group(2)), _rel_dir(c.group(4))
+            if d1 != d2:
+                return None
+            lo, hi, lo_strict, hi_strict = c.group(1), c.group(5), s1, s2
+            if d1 == ">":
+                lo, hi, lo_strict, hi_strict = hi, lo, s2, s1
+            pieces.append(("(" if lo_strict else "[") + lo.strip() + ", " + hi.strip() + (")" if hi_strict else "]"))
+            continue
+        o = _ONE_SIDE_RE.match(part)
+        if not o:
+            return None
+        left, op, right = o.group(1).strip(), o.group(2), o.group(3).strip()
+        d, strict = _rel_dir(op)
+        if re.fullmatch(r"[A-Za-z]", left) and left == (var or left) and _bound_ok(right, left):
+            var, bound = left, right
+        elif re.fullmatch(r"[A-Za-z]", right) and right == (var or right) and _bound_ok(left, right):
+            var, bound, d = right, left, ("<" if d == ">" else ">")
+        else:
+            return None
+        if d == "<":
+            pieces.append("(-\\infty, " + bound + (")" if strict else "]"))
+        else:
+            pieces.append(("(" if strict else "[") + bound + ", \\infty)")
+    return " \\cup ".join(pieces) if pieces else None
+
+
 def normalize_answer(a: str) -> str:
-    """Light, safe clean-up of a final answer or reference before math-verify parses it."""
-    a = a.strip()
+    """Light, safe clean-up of a final answer or reference before math-verify parses it.
+
+    Plain-text math becomes LaTeX (``x²``, ``3√2``, ``(-∞, 5] ∪ [7, ∞)``, ``10^-3`` -> ``10^{-3}``: in LaTeX
+    ``10^-1`` is ``10^{-}1``, and math-verify reads it as 10), repeating decimals become fractions, and an
+    inequality or set-builder answer (``x \\le -3 \\text{ or } x \\ge 4``) becomes the interval it names.
+    """
+    a = plain_math_as_latex(a.strip())
+    a = _repeating_as_fractions(a)
+    a = inequalities_as_interval(a) or a
     if "**" in a and "\\" not in a:  # Python syntax (DeepMind mathematics): 5*r**2 - 36*r is 5r^2 - 36r
         a = re.sub(r"\*\*\s*(\w+|\([^()]*\))", r"^{\1}", a).replace("*", " \\cdot ")
     # LaTeX thin spaces / grouped commas in numbers: 10,\!080  11{,}111  1\,000
@@ -68,7 +222,8 @@ _NUM = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d{1,3}(?: \d{3})+(?![\d,.])|\d+(?:\.\d
 _NUM_RE = re.compile(_NUM)
 _SIGN_RE = re.compile(r"[-+]\s*")
 _CURRENCY_RE = re.compile(
-    r"(?:\\\$|\$|US\\?\$|USD|EUR|GBP|INR|CAD|AUD|Rs\.?|€|£|¥|₹|\\euro|\\pounds|\\textdollar|\\textsterling|\\yen)\s*"
+    r"(?:\\(?:text|textrm|mathrm|mbox)\s*\{\s*(?:\\\$|US\\?\$|USD|EUR|GBP|INR|CAD|AUD|Rs\.?|€|£|¥|₹)\s*\}"
+    r"|\\\$|\$|US\\?\$|USD|EUR|GBP|INR|CAD|AUD|Rs\.?|€|£|¥|₹|\\euro|\\pounds|\\textdollar|\\textsterling|\\yen)\s*"
 )
 _MIXED_RE = re.compile(r"(\d+)\s*\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _MIXED_SLASH_RE = re.compile(r"(\d+)\s+(\d+)\s*/\s*(\d+)(?![\d.])")
@@ -161,7 +316,7 @@ _VAR_EQ_RE = re.compile(r"^[A-Za-z](?:_\{?[A-Za-z0-9]+\}?)?\s*=\s*(?!=)")
 
 def clean_value_text(s: str) -> str:
     """Delimiters, spacing, sizing and wrappers off; ``x = 5`` -> ``5``; Unicode minus -> ``-``."""
-    s = s.replace("\u2212", "-").replace("\u2009", " ").replace("\u202f", " ").replace("\xa0", " ")
+    s = plain_math_as_latex(s)
     s = _DIGIT_GROUP_RE.sub(lambda m: "," if "," in m.group(0) else "", s)
     s = s.replace("{,}", ",")
     s = _SIZING_RE.sub("", s)
@@ -260,6 +415,9 @@ def _read_number(s: str, pos: int = 0):
         if abs(e) > _MAX_EXP:
             return None
         return Fraction(10) ** e, (max(0, -e) if e < 0 else None), False, m.end()
+    m = _REPEATING_WHOLE_RE.match(s, pos)
+    if m:  # 0.\overline{3}, 0.7\overline{2}, 0.(3): exact, like a fraction
+        return _repeating_value(m), None, True, m.end()
     m = _NUM_RE.match(s, pos)
     if not m:
         return None
@@ -387,21 +545,114 @@ _CHOICE_RE = re.compile(r"^(?:\\text(?:bf)?\s*\{\s*)?\(?([A-J])\)?(?:\s*\})?$")
 _CHOICE_ANSWER_RE = re.compile(
     # "B", "(B) 42", "B) 42", "B. 42", "B: 42", "Option B"; never "A circle" (the article)
     r"^(?:(?:option|choice|answer)\s*:?\s*)?(?:\\text(?:bf)?\s*\{\s*)?\(?([A-J])\)?(?:\s*\})?"
-    r"(?:$|\s*[.):]\s*\S.*$|(?<=[)}])\s+\S.*$)", re.I | re.S
+    r"(?:$|\s*[.):]\s*(\S.*)$|(?<=[)}])\s+(\S.*)$)", re.I | re.S
+)
+# a choice reference written with its value (NuminaMath): "C: 70", "\textbf{(B)}\ 60", "(B) 60", "B. 60"
+_LABELLED_CHOICE_RE = re.compile(
+    r"^(?:\\(?:text|textbf|mathrm|mathbf)\s*\{\s*\(?([A-J])\)?\s*\}|\(([A-J])\)|([A-J])\s*[:.)])\s*(\S.*)$", re.S
+)
+# "(D), though A is also defensible": the text beside the letter names another choice
+_OTHER_CHOICE_RE = re.compile(
+    r"(?i:\b(?:or|though|although|also|alternatively|maybe|perhaps|possibly|otherwise|unless|but)\b).*?"
+    r"(?:\([A-J]\)|\b[A-J]\b)|(?i:\band\b)\s*\([A-J]\)|^[,;&]|,\s*\([A-J]\)", re.S
+)
+# ARC's numeric answer keys: "Option 1", "3. $4,829", "(2) 160", "3: 16 envelopes" against the key "3"
+_NUMERIC_KEY_RE = re.compile(r"^\(?([1-9])\)?$")
+_NUMBERED_OPTION_RE = re.compile(
+    r"^(?:(?:option|choice)\s*:?\s*\(?([1-9])\)?(?:[.):]?\s+(\S.*))?|\(([1-9])\)\s+(\S.*)|([1-9])[.):]\s+(\S.*))$",
+    re.I | re.S,
 )
 
 
 def read_choice(text: str, answer: bool = False) -> str | None:
     """The choice letter of ``B``, ``(B)``, ``\\text{(B)}``; for an answer also ``B) 42``, ``Option B``."""
+    if not answer:
+        m = _CHOICE_RE.match(clean_value_text(text))
+        return m.group(1).upper() if m else None
+    got = read_choice_parts(text)
+    return got[0] if got is not None else None
+
+
+def read_choice_parts(text: str) -> tuple[str, str] | None:
+    """(letter, the text written beside it or "") of an answer ``B``, ``(B) 42``, ``\\textbf{(C)}\\ 70``,
+    ``Option B``; None when it is not a choice."""
     s = clean_value_text(text)
-    m = (_CHOICE_ANSWER_RE if answer else _CHOICE_RE).match(s)
+    m = _CHOICE_ANSWER_RE.match(s)
     if not m:
         return None
     letter = m.group(1)
     # an answer's letter must be a capital (or in parentheses): "a" alone is a variable
-    if answer and not letter.isupper() and "(" not in s[:3] and not re.match(r"(?:\\text(?:bf)?\s*\{\s*)?[a-j][):]", s):
+    if not letter.isupper() and "(" not in s[:3] and not re.match(r"(?:\\text(?:bf)?\s*\{\s*)?[a-j][):]", s):
         return None  # "d) 315" is marked as a choice; "d" alone may be a variable
-    return letter.upper()
+    return letter.upper(), (m.group(2) or m.group(3) or "").strip()
+
+
+_LABEL_STARTS = frozenset("\\(ABCDEFGHIJ")
+
+
+def read_labelled_choice(text: str) -> tuple[str, str] | None:
+    """(letter, value) of a choice reference written with its value: ``C: 70``, ``\\textbf{(B)}\\ 60``,
+    ``(B) 60``; None otherwise (a bare ``B`` is ``read_choice``'s)."""
+    if text.lstrip("$* ")[:1] not in _LABEL_STARTS:  # the fast path: most references are numbers
+        return None
+    s = clean_value_text(text)
+    if len(s) < 3 or s[0] not in _LABEL_STARTS:
+        return None
+    m = _LABELLED_CHOICE_RE.match(s)
+    if not m or _OTHER_CHOICE_RE.search(m.group(4)) or re.match(r"(?i:and|or)\b", m.group(4)):
+        return None  # "(A) and (C)", "(A), (C)": more than one choice
+    return (m.group(1) or m.group(2) or m.group(3)), m.group(4).strip()
+
+
+def labelled_choice_values(predicted: str, reference: str) -> tuple[str, str] | None:
+    """(answer value, reference value) still to compare when ``reference`` is a choice written with its value
+    (``B: \\frac{\\sqrt3}{2}``) and the answer is the same letter with a value beside it, or a value alone;
+    None otherwise (``fast_verdict`` decides letters)."""
+    ref = read_labelled_choice(reference)
+    if ref is None:
+        return None
+    got = read_choice_parts(predicted)
+    if got is None:
+        return predicted, ref[1]
+    return (got[1], ref[1]) if got[0] == ref[0] and got[1] else None
+
+
+def _choice_with_value_verdict(predicted: str, ref: tuple[str, str]) -> tuple[str, str] | None:
+    """A choice reference written with its value: the letter decides; a value beside a right letter must
+    not contradict it; a value alone may match the reference's value (it is the option's content)."""
+    letter, value = ref
+    got = read_choice_parts(predicted)
+    if got is None:
+        sub = fast_verdict(predicted, value)
+        if sub is None or sub[1].startswith("text_"):
+            return sub if sub is None else (FAILED, f"text_unequal: the reference is choice ({letter}) {value}, "
+                                                    f"the answer is not a choice letter")
+        return sub[0], sub[1] + f" (the value of choice ({letter}))"
+    a_letter, beside = got
+    if beside and _OTHER_CHOICE_RE.search(beside):
+        return FAILED, f"choice_unequal: the answer names another choice too: {beside[:40]!r}"
+    if a_letter != letter:
+        return FAILED, f"choice_unequal: ({a_letter}) vs ({letter})"
+    if not beside:
+        return PASSED, f"choice_equal: ({letter})"
+    sub = fast_verdict(beside, value)
+    if sub is None:
+        return None  # the worker compares the values (labelled_choice_values)
+    if sub[0] == PASSED or sub[1].startswith("text_"):  # words beside the letter: the letter decides
+        return PASSED, f"choice_equal: ({letter})"
+    return FAILED, f"choice_unequal: ({letter}) written with {beside[:40]!r}, the reference's ({letter}) is {value[:40]!r}"
+
+
+def _numbered_option_verdict(predicted: str, key: str) -> tuple[str, str] | None:
+    """ARC's numeric keys: "Option 1", "3. $4,829", "(2) 160" answer key "3" by their number, never by value."""
+    m = _NUMBERED_OPTION_RE.match(clean_value_text(predicted))
+    if not m:
+        return None
+    number = m.group(1) or m.group(3) or m.group(5)
+    beside = m.group(2) or m.group(4) or m.group(6) or ""
+    if beside and _OTHER_CHOICE_RE.search(beside):
+        return FAILED, f"choice_unequal: the answer names another choice too: {beside[:40]!r}"
+    return (PASSED, f"choice_equal: option {key}") if number == key else (FAILED, f"choice_unequal: option {number} vs {key}")
 
 
 # words: letters, spaces, and hyphens only inside a word ("well-known"; "p - q" is math)
@@ -508,7 +759,19 @@ def fast_verdict(predicted: str, reference: str) -> tuple[str, str] | None:
     most numeric answers never wait for a worker.
     """
     ref_choice = read_choice(reference)
-    got = read_choice(predicted, answer=True)
+    if ref_choice is None:
+        labelled = read_labelled_choice(reference)
+        if labelled is not None:
+            return _choice_with_value_verdict(predicted, labelled)
+        key = _NUMERIC_KEY_RE.match(reference.strip())
+        if key is not None:
+            numbered = _numbered_option_verdict(predicted, key.group(1))
+            if numbered is not None:
+                return numbered
+    parts = read_choice_parts(predicted)
+    got = parts[0] if parts is not None else None
+    if ref_choice is not None and parts is not None and parts[1] and _OTHER_CHOICE_RE.search(parts[1]):
+        return FAILED, f"choice_unequal: the answer names another choice too: {parts[1][:40]!r}"
     if ref_choice is None and got is not None and re.fullmatch(r"\s*\(?[a-j]\)?\s*", reference):
         # MathQA writes its choices in lower case: "b" is choice (B) when the answer is a marked choice
         # ("D) 980", "(a) 96", "\text{d) } 315"); a bare "b" against "b" is equal either way
@@ -525,6 +788,10 @@ def fast_verdict(predicted: str, reference: str) -> tuple[str, str] | None:
         return listed
     r = read_plain_value(reference)
     if r is not None:
+        if r.kind == "number" and "or" in predicted:
+            split = _or_split_values(predicted)
+            if split is not None:
+                return FAILED, "numeric_unequal: the answer gives %d different values joined by 'or'" % split
         a = read_plain_value(predicted)
         if a is not None:
             got = compare_plain(a, r)
@@ -542,6 +809,19 @@ def fast_verdict(predicted: str, reference: str) -> tuple[str, str] | None:
         if ak is not None:
             return (PASSED, f"text_equal: {rk!r}") if ak == rk else (FAILED, f"text_unequal: {ak!r} vs {rk!r}")
     return None
+
+
+def _or_split_values(predicted: str) -> int | None:
+    """How many different plain values ``18 \\text{ points} \\text{ or } 180`` joins by "or" (None: not such a
+    list, or one value written twice): math-verify reads only the first of them."""
+    parts = [p for p in _OR_RE.split(clean_value_text(predicted)) if p.strip()]
+    if len(parts) < 2:
+        return None
+    values = [read_plain_value(p) for p in parts]
+    if any(v is None or v.kind != "number" for v in values):
+        return None
+    distinct = {v.value for v in values}
+    return len(distinct) if len(distinct) > 1 else None
 
 
 _BOOLS = {"true": True, "yes": True, "correct": True, "false": False, "no": False, "incorrect": False}

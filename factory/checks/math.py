@@ -32,7 +32,10 @@ Every verdict's ``detail`` starts with the rule that decided it, ``"<rule>: <fre
 - ``base_mismatch``: ``2516_9`` against ``2516_8``; a bare ``2516`` against ``2516_8`` is the same
   digits (``numeric_equal``).
 - ``choice_equal`` / ``choice_unequal``: a reference ``B`` / ``(B)`` / ``\\text{(B)}`` against an
-  answer ``(B)``, ``\\text{B}``, ``B) 42``, ``Option B``.
+  answer ``(B)``, ``\\text{B}``, ``B) 42``, ``Option B``. A reference written with its value (NuminaMath
+  ``C: 70``, ``\\textbf{(B)}\\ 60``): the letter decides, a value beside a right letter must not contradict
+  it, and a value alone may match the option's value (``70``; a wrong letter never passes). ARC's numeric keys
+  (``3``): ``Option 3``, ``3. \\$4,829``, ``(3) 20`` by their number.
 - ``text_equal`` / ``text_unequal``: words (``Monday``, ``\\text{yes}``), case/space/LaTeX-insensitive;
   also a choice reference against an answer that is not a letter (it may be the option's value).
 - ``symbolic_equal`` / ``symbolic_unequal``: math-verify, in a worker. Its "equal" is re-checked:
@@ -70,8 +73,10 @@ from factory.values import (  # noqa: F401 - strip_units, read_plain_value: part
     clean_value_text,
     compare_plain,
     fast_verdict,
+    labelled_choice_values,
     normalize_answer,
     read_choice,
+    read_labelled_choice,
     read_plain_value,
     strip_units,
 )
@@ -228,6 +233,9 @@ def check_pair(predicted: str, reference: str, mode: str = "answer") -> tuple[st
         fast = fast_verdict(predicted, reference)
         if fast is not None:
             return fast
+        values = labelled_choice_values(predicted, reference)
+        if values is not None:  # "C: \frac{\sqrt3}{2}": the letters agree (or the answer is a value): compare values
+            return _choice_values_verdict(predicted, reference, *values)
     mv = _mv()
     gold = _parse_gold(reference)
     if not gold:
@@ -253,10 +261,22 @@ def check_pair(predicted: str, reference: str, mode: str = "answer") -> tuple[st
         return FAILED, "symbolic_unequal: math-verify"
     why = _guard_numbers(gold, target, read_plain_value(reference), read_plain_value(predicted))
     if why is None:
-        why = _guard_exponents(gold, target, predicted, reference)
+        why = _guard_exponents(gold, target, normalize_answer(predicted), normalize_answer(reference))
     if why is not None:
         return FAILED, why
     return PASSED, "symbolic_equal: math-verify"
+
+
+def _choice_values_verdict(predicted: str, reference: str, value: str, ref_value: str) -> tuple[str, str]:
+    """A choice reference written with its value, compared by value in the worker (``fast_verdict`` left it)."""
+    status, detail = check_pair(value, ref_value)
+    letter_given = value.strip() != predicted.strip()
+    if not letter_given:  # a value alone against the option's value
+        return status, detail + " (the value of the reference's choice)"
+    if status == PASSED or detail.startswith(("text_unequal", "unparseable_answer")):
+        return PASSED, "choice_equal: the letters agree" + ("" if status == PASSED else "; the value beside it is not "
+                                                             "comparable")
+    return FAILED, f"choice_unequal: the letters agree but the value beside it differs ({detail})"
 
 
 def _worker_main() -> None:
@@ -425,7 +445,7 @@ def reference_verdict(reference: str) -> tuple[str, str]:
     why = reference_problem(reference)
     if why is not None:
         return FAILED, why
-    if read_choice(reference) is not None:
+    if read_choice(reference) is not None or read_labelled_choice(reference) is not None:
         return PASSED, "choice"
     if read_plain_value(reference) is not None:
         return PASSED, "plain value"
