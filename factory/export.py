@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from factory.config import Config
+from factory.parse import split_reasoning
 from factory.sources import plan_source
 from factory.store import Store
 from factory.versions import TEXT_FIGURES, baseline_version, compare_versions, version_row
@@ -35,11 +36,18 @@ class ExportResult:
 
 def assistant_content(text: str, reasoning: str | None, answer: str | None, domain: str,
                       reasoning_field: str | None) -> str:
-    """`<think>\\n…\\n</think>\\n\\n…final answer…`, from whichever form the teacher used."""
-    if "</think>" in text:
-        final = text.split("</think>", 1)[1].strip()
-    elif reasoning_field:
-        final = text.strip()
+    """`<think>\\n…\\n</think>\\n\\n…final answer…`, from whichever form the teacher used.
+
+    The reasoning and the written final come from the split the parser reads the answer from
+    (factory.parse.split_reasoning): the text after `</think>` (or `[/THINK]`, `◁/think▷`, …), OpenThoughts'
+    solution block, gpt-oss's final message, the content beside a reasoning field. A plain chain of thought
+    (no delimiter, no reasoning field) is the reasoning (`reasoning`, as stored), and the extracted answer is
+    restated; a block that never closed has no final."""
+    split, final = split_reasoning(text, reasoning_field)
+    if split is not None:
+        reasoning, final = split, (final or "").strip()
+    elif answer is None:
+        final = ""
     else:  # plain chain of thought: the text is the reasoning; restate the extracted answer
         final = f"```python\n{answer}\n```" if domain == "code" else f"The final answer is $\\boxed{{{answer}}}$."
     return f"<think>\n{(reasoning or '').strip()}\n</think>\n\n{final}"

@@ -6,9 +6,9 @@ delimiters in the text, in every family reasoning models write:
 - special tokens, counted anywhere, as ``<think>`` always was: ``<think>…</think>`` (R1, QwQ, Qwen3),
   ``<|begin_of_thought|>…<|end_of_thought|>`` (OpenThoughts, Bespoke-Stratos, OpenThinker), ``[THINK]…[/THINK]``
   (Magistral), ``<seed:think>…</seed:think>`` (Seed-OSS; its ``<seed:cot_budget_reflect>`` notes are never
-  answers). The block ends at the LAST closing token; a lone closing token means the chat template opened
-  the block in the prompt (Qwen3 / R1-distill ``</think>``); an opening token after the block is a second
-  block that never closed. The family met first in the text is the one read.
+  answers), ``◁think▷…◁/think▷`` (Kimi). The block ends at the LAST closing token; a lone closing token means
+  the chat template opened the block in the prompt (Qwen3 / R1-distill ``</think>``); an opening token after
+  the block is a second block that never closed. The family met first in the text is the one read.
 - plain-word tags ``<thinking>``, ``<thought>``, ``<reasoning>`` (Claude-style prompts, TRL GRPO's
   ``<reasoning>…</reasoning><answer>…</answer>``): only when the completion STARTS with the tag (after
   whitespace), since answers contain such words ("```xml\n<thinking>"); the block ends at the last closing tag
@@ -32,9 +32,12 @@ Answer forms, in priority order (math):
 - the LAST ``\\boxed{…}`` / ``\\fbox{…}`` (nested braces, ``\\boxed 5``);
 - the last ``#### …`` line (GSM8K style);
 - the last explicit answer marker: "The (final) answer is …", "Final answer: …", "**Answer:** 42",
-  "Answer: 42", "ANSWER: 42", "\\text{Answer: } 42", "**Final Answer**" with the answer on the next line
-  (to the end of the sentence or line; "$20." with no closing "$" is a dollar amount, not math);
-- last resort: the single bold value on the last non-empty line ("She makes **$18** a day."), else
+  "Answer: 42", "ANSWER: 42", "\\text{Answer: } 42", "**Final Answer**" / "**Final Answer:**" with the answer
+  on the next line (Gemini's "**Final Answer:**\\n$$ 65 $$") (to the end of the sentence or line; "$20." with
+  no closing "$" is a dollar amount, not math);
+- last resort: the single bold value on the last non-empty line ("She makes **$18** a day."), or a last line
+  that is all bold and holds a value (gpt-oss finals: "**eight**", "**C**", "**D) $39**", "**x = -6, y = 6**";
+  never a heading or a remark: "**Step 2**", "**Let me know!**"), else
   the one value of a closing sentence that starts with a conclusion word ("Therefore, Janet makes $18
   every day."; never one with two values, a question or a word that changes or doubts the value).
 
@@ -50,8 +53,14 @@ read the question differently, the answer is 200.") are a hedge; one value writt
 For code seeds (``domain="code"``): the last fenced code block; an unclosed fence at the end
 counts only when the completion was not truncated.
 
-Hedged answers ("either 18 or 20", "18 or 20", several different boxed answers after the
-reasoning) give ``answer=None`` with ``error="hedged_answer"``.
+Hedged answers ("either 18 or 20", "18 or 20", "\\boxed{18 \\text{ points} \\text{ or } 180\\ \\mathrm{points}}",
+several different boxed answers after the reasoning) give ``answer=None`` with ``error="hedged_answer"``, and so
+does a second reading offered from the final answer on: "(If instead the other reading is meant, then 10.)",
+"…, the answer is seven; otherwise it is 8.", "(D), though A. $4,829 is also defensible". The same value again is
+one answer: "18 (or eighteen)", "18 either way", "otherwise it is also 7", "we still get 18".
+
+``split_reasoning(text, reasoning_field)`` gives the split itself, ``(reasoning, answer_region)``: the export
+writes the teacher's own final (OpenThoughts' solution, gpt-oss's final message) from it.
 
 Pure Python and regex; work on huge inputs is capped (only the last ``ANSWER_SCAN_CHARS``
 characters after the reasoning are scanned for the answer), and nothing here raises on odd
@@ -68,7 +77,7 @@ from typing import NamedTuple
 from factory.values import brace_end as _balanced
 from factory.values import read_plain_value
 
-__all__ = ["Parsed", "parse", "last_boxed", "is_placeholder", "ANSWER_SCAN_CHARS", "CODE_SCAN_CHARS"]
+__all__ = ["Parsed", "parse", "split_reasoning", "last_boxed", "is_placeholder", "ANSWER_SCAN_CHARS", "CODE_SCAN_CHARS"]
 
 # only this many characters at the end of the answer region are scanned for the final answer
 ANSWER_SCAN_CHARS = 32_768
@@ -119,7 +128,7 @@ _ALTERNATIVE_RE = re.compile(r"(?i)[ \t]*,?[ \t]*(?:or|and\s*/\s*or)\b")
 _FENCE_RE = re.compile(r"(?m)^[ \t]*```")
 
 _HEDGE_WORDS_RE = re.compile(
-    r"(?i)\b(?:either|maybe|perhaps|possibly|probably|might\s+be|could\s+be|not\s+sure|unsure|"
+    r"(?i)\b(?:either(?!\s+way)|maybe|perhaps|possibly|probably|might\s+be|could\s+be|not\s+sure|unsure|"
     r"approximately\s+or)\b"
 )
 _OR_SPLIT_RE = re.compile(
@@ -136,7 +145,9 @@ _SIMPLE_VALUE_RE = re.compile(
       | [A-Za-z]                                        # a single letter / choice
       | \(\s*[A-Ea-e]\s*\)                              # (B)
       | \\sqrt\s*\{[^{}]*\}|\d*\s*\\pi
-    )\s*(?:\\?%|\\circ|\^\s*\{?\\circ\}?|\\text\s*\{[^{}]*\}|[A-Za-z]{2,}(?:\s+[A-Za-z]{2,})?)?\s*[.,]?\s*$""",
+    )\s*(?:\\?%|\\circ|\^\s*\{?\\circ\}?|[A-Za-z]{2,}(?:\s+[A-Za-z]{2,})?
+      | (?:\\[,;:!\ ]\s*)*\\(?:text|textrm|mathrm|mbox)\s*\{[^{}]*\}   # 18 \text{ points}, 180\ \mathrm{points}
+    )?\s*[.,]?\s*$""",
     re.X,
 )
 
@@ -372,13 +383,45 @@ def _value_in_prose(a: str, prose_only: bool = True) -> str:
 
 
 _BOLD_RE = re.compile(r"\*\*([^*\n]{1,60})\*\*")
+# a last line that is one bold span and nothing else ("**eight**", "**C**"): how gpt-oss ends its final message
+_BOLD_LINE_RE = re.compile(r"^\*\*([^*\n]{1,80})\*\*[ \t]*[.!]?$")
+# a choice on a bold line of its own: "C", "(B)", "D. 4", "D) $39", "Option 2" (never "A bit more")
+_BOLD_CHOICE_RE = re.compile(r"^(?:[A-J]|\([A-J]\)(?:\s+\S.{0,40})?|[A-J][.:)]\s+\S.{0,40}"
+                             r"|(?i:option|choice)\s+(?:[A-J]|\d{1,2}))$")
+_BOLD_BOOL_RE = re.compile(r"(?i)^(?:yes|no|true|false)$")
+# maths on a bold line: a digit or a maths sign, and no word of three letters or more ("**Step 2**", "**Case 3**")
+_MATH_SIGN_RE = re.compile(r"[\d√∛π∞∈∉≤≥≠±∓=<>^_{}\\⅐-⅞½¼¾∪∩]")
+_LATEX_COMMAND_RE = re.compile(r"\\[A-Za-z]+")
+
+
+def _bold_line_value(line: str) -> str | None:
+    """The value of a last line that is a bold span and nothing else: a number (also in words), a choice,
+    yes / no, or maths without prose; None for a heading or a remark ("**Step 2**", "**Let me know!**")."""
+    m = _BOLD_LINE_RE.match(line.strip())
+    if m is None:
+        return None
+    v = m.group(1).strip().rstrip(".").strip()
+    if not v or v.endswith(":"):
+        return None
+    if _BOLD_CHOICE_RE.match(v) or _BOLD_BOOL_RE.match(v):
+        return v
+    if _MATH_SIGN_RE.search(v):
+        return None if re.search(r"[A-Za-z]{3,}", _LATEX_COMMAND_RE.sub(" ", v)) else v
+    if re.fullmatch(r"[A-Za-z][A-Za-z \-]*", v):  # "eight", "one hundred", "twenty-five"
+        pv = read_plain_value(v)
+        return v if pv is not None and pv.kind == "number" and not pv.unit else None
+    return None
 
 
 def _bold_last_line(region: str) -> str | None:
-    """Last resort: the one bold value on the last non-empty line ("Janet makes **$18** a day.")."""
+    """Last resort: the one bold value on the last non-empty line ("Janet makes **$18** a day."), or a last
+    line that is all bold and holds a value ("**eight**", "**C**", "**x = -6, y = 6**")."""
     lines = [ln for ln in region.strip().splitlines() if ln.strip()]
     if not lines:
         return None
+    whole = _bold_line_value(lines[-1])
+    if whole is not None:
+        return whole
     spans = _BOLD_RE.findall(lines[-1])
     if len(spans) != 1:
         return None
@@ -424,6 +467,10 @@ def _answer_after(rest: str) -> str | None:
     # math delimiters first: the sentence end may be inside them
     if rest.startswith("**"):
         rest = rest[2:].lstrip(" \t")
+        if rest.startswith("\n"):  # Gemini: "**Final Answer:**\n$$ 65 $$", the answer on the next line
+            rest = rest.lstrip()
+            if rest.startswith("**"):  # "**Final Answer:**\n**42**"
+                rest = rest[2:].lstrip(" \t")
     if rest.startswith("}"):  # "\text{Answer: } 42"
         rest = rest[1:].lstrip(" \t")
     if _is_currency(rest):  # "The answer is $20." / "costs $5 and $7": a dollar sign, not math
@@ -523,7 +570,7 @@ _ANSWER_TAG_RE = re.compile(r"(?is)<answer>(.*?)(?:</answer>|$)")
 _ALTERNATIVE_READING_RE = re.compile(
     r"(?i)\b(?:alternatively|another\s+(?:interpretation|reading|possibility|possible\s+answer)"
     r"|(?:read|interpret)\w*\s+(?:it|this|that|the\s+(?:question|problem|wording))\s+(?:differently|otherwise)"
-    r"|on\s+the\s+other\s+hand|if\s+instead|could\s+also\s+be|might\s+also\s+be|or\s+possibly)\b"
+    r"|on\s+the\s+other\s+hand|if\s+instead|otherwise|could\s+also\s+be|might\s+also\s+be|or\s+possibly)\b"
 )
 
 
@@ -593,6 +640,97 @@ def _after_final_marker(scan: str) -> str:
     return tail if has_answer else scan
 
 
+# a second reading offered after the final answer, in its sentence or the next ones: "(If instead the other
+# reading is meant, then 10.)", "…, the answer is seven; otherwise it is 8."
+_SECOND_READING_RE = re.compile(
+    r"(?i)\bif\s+(?:instead\b|(?:the\s+)?(?:other|alternative|second|another)\s+(?:reading|interpretation|meaning)\b"
+    r"|[^.;\n]{0,80}?\b(?:is|are|was|were)\s+(?:meant|intended|interpreted)\b"
+    r"|(?:you|we|one)\s+(?:mean|meant|intend|intended|interpret|interpreted)\b)"
+    r"|\botherwise\b|\b(?:under|with|on)\s+the\s+other\s+(?:reading|interpretation)\b"
+)
+# what introduces the other reading's value ("then 10", "the answer would be 14", "it is 8", "we still get 18")
+_SECOND_VALUE_RE = re.compile(
+    r"(?i)(?:\bthen\b,?|\banswer\s+(?:is|would\s+be|becomes)\b:?|\bit\s+(?:is|would\s+be|becomes)\b|\bit's\b"
+    r"|\bwe\s+(?:would\s+)?(?:still\s+)?(?:get|have)\b)[ \t]*(?:(?:also|still|instead)[ \t]+)?"
+)
+_CLAUSE_END_RE = re.compile(r"\n\s*\n|[.!?;](?=\s|$)|\)\s*$")
+# "though (B) is also defensible": a second answer the model will not rule out
+_ALSO_DEFENSIBLE_RE = re.compile(
+    r"(?i)\b(?:is|are|seems?|would\s+be)\s+(?:also|equally)\s+(?:defensible|arguable|plausible|possible)\b"
+    r"|\b(?:also|equally)\s+(?:defensible|arguable|plausible)\b"
+)
+_CLAUSE_START_RE = re.compile(r"(?i)[,;(]|\b(?:though|although|but|while)\b")
+
+
+def _second_reading(tail: str, answer: str) -> bool:
+    """Does the text from the final answer on offer a second reading with another value ("(If instead the other
+    reading is meant, then 10.)", "; otherwise it is 8", "though (B) is also defensible")? The same value again
+    ("otherwise it is also 7", "we still get 18") is no second reading, and neither is a remark with no value."""
+    key = None
+    for m in _SECOND_READING_RE.finditer(tail):
+        clause = tail[m.end():]
+        e = _CLAUSE_END_RE.search(clause)
+        clause = clause[: e.start()] if e else clause[:300]
+        v = _SECOND_VALUE_RE.search(clause)
+        if v is None:
+            continue
+        other = _answer_after(tail[m.end() + v.end():])
+        if not other:
+            continue
+        other = _strip_answer(other.rstrip(").").strip()).rstrip(")").strip()
+        if not other or not (_is_value(other) or read_plain_value(other) is not None):
+            continue
+        key = key if key is not None else _norm_key(answer)
+        if _norm_key(other) != key:
+            return True
+    for m in _ALSO_DEFENSIBLE_RE.finditer(tail):
+        before = tail[max(0, m.start() - 120): m.start()]
+        starts = list(_CLAUSE_START_RE.finditer(before))
+        subject = before[starts[-1].end():] if starts else before
+        if re.search(r"\d|\(\s*[A-J]\s*\)|\b[A-J]\b", subject):  # a value or a choice, not "a different approach"
+            return True
+    return False
+
+
+# "18 (or eighteen)": the same value written twice is one answer; "18 either way": one answer for both readings
+_SAME_VALUE_ASIDE_RE = re.compile(r"(?i)^(.*?\S)\s*\(\s*or\s+([^()]{1,60})\)\s*$", re.S)
+_EITHER_WAY_RE = re.compile(r"(?i)[,\s]*\b(?:either\s+way|in\s+(?:either|both)\s+cases?)$")
+
+
+def _drop_asides(a: str) -> str:
+    if " way" in a or " case" in a:
+        a = _EITHER_WAY_RE.sub("", a) or a
+    if "(" in a and a.endswith(")"):
+        m = _SAME_VALUE_ASIDE_RE.match(a)
+        if m and _norm_key(m.group(1)) == _norm_key(m.group(2)):
+            return m.group(1)
+    return a
+
+
+# words without which no second reading is offered: a cheap test before the regexes (parse runs very often)
+_SECOND_READING_WORDS = ("if ", "if\n", "otherwise", "other reading", "other interpretation", "also ", "equally ")
+
+
+def _may_offer_second_reading(scan: str) -> bool:
+    low = scan.lower()
+    return any(w in low for w in _SECOND_READING_WORDS)
+
+
+def _statement_start(scan: str, source: str | None) -> int:
+    """Where the final answer's statement starts in ``scan`` (its box, "####", answer marker or last line)."""
+    if source == "boxed":
+        return max(scan.rfind("\\boxed"), scan.rfind("\\fbox"), 0)
+    rx = {"hashes": _HASHES_RE, "answer_is": _ANSWER_IS_RE}.get(source or "")
+    if rx is not None:
+        last = None
+        for last in rx.finditer(scan):
+            pass
+        return last.start() if last else 0
+    if source in ("bold", "conclusion"):
+        return scan.rstrip().rfind("\n") + 1
+    return 0
+
+
 def _offers_alternatives(scan: str) -> bool:
     """Two final answers with different values, a second reading offered between them."""
     if not _ALTERNATIVE_READING_RE.search(scan):
@@ -613,6 +751,7 @@ _TOKEN_BLOCKS = (
     ("<|begin_of_thought|>", "<|end_of_thought|>"),  # OpenThoughts / Bespoke-Stratos / OpenThinker
     ("[THINK]", "[/THINK]"),  # Magistral / Mistral
     ("<seed:think>", "</seed:think>"),  # Seed-OSS
+    ("◁think▷", "◁/think▷"),  # Kimi k1.5 / Kimi-VL-Thinking
 )
 # plain words an answer may well contain ("```xml\n<thinking>"): a reasoning block only when the
 # completion STARTS with the opening tag (after whitespace)
@@ -764,7 +903,8 @@ def _reasoning_block(text: str) -> _Block | None:
     b = _bare_harmony_block(s)
     if b is not None:
         return b
-    if not ("think>" in text or "<|" in text or "THINK]" in text):  # no special token at all: one scan or three
+    # no special token at all: a few scans, not one per family
+    if not ("think>" in text or "<|" in text or "THINK]" in text or "think▷" in text):
         return None
     # the family met first in the text ("<think>" of R1, a template's lone closing token, a harmony header):
     # delimiters of another family quoted inside its reasoning are text
@@ -823,11 +963,17 @@ def parse(
         return Parsed(None, None, False, None, finish_reason == "length", f"parse_error: {type(e).__name__}")
 
 
-def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
-    text = _as_text(text)
-    field = _as_text(reasoning_field)
-    truncated = finish_reason == "length"
+class _Split(NamedTuple):
+    """A completion split as parse reads it: ``region`` is where the final answer may be (None: there is none,
+    ``error`` says why), ``final_block`` says it is a message or block that holds only the answer."""
+    reasoning: str | None
+    think_closed: bool
+    region: str | None
+    final_block: bool
+    error: str | None
 
+
+def _split(text: str, field: str, truncated: bool) -> _Split:
     reasoning: str | None = None
     think_closed = False
     region = text  # where the final answer may be
@@ -838,20 +984,46 @@ def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
 
     block = _reasoning_block(text)
     if block is not None:
-        reasoning = "\n".join(x for x in (field if field.strip() else "", block.reasoning) if x) or None
+        # "" (not None): a delimited block that holds nothing is still a block (split_reasoning tells them apart)
+        reasoning = "\n".join(x for x in (field if field.strip() else "", block.reasoning) if x)
         if block.region is None:  # an opening delimiter (<think>, [THINK], …) never closed: no answer
-            return Parsed(reasoning, None, False, None, truncated,
-                          TRUNCATED_IN_REASONING if truncated else UNCLOSED_THINK)
+            return _Split(reasoning, False, None, False, TRUNCATED_IN_REASONING if truncated else UNCLOSED_THINK)
         think_closed = think_closed or block.closed
         region = block.region
     if truncated and reasoning and not region.strip():  # cut off before any answer began
-        return Parsed(reasoning, None, False, None, truncated, TRUNCATED_IN_REASONING)
+        return _Split(reasoning, False, None, False, TRUNCATED_IN_REASONING)
     narrowed = _answer_region(region, truncated)
     if narrowed is None:  # a <|begin_of_solution|> cut off by the length limit
-        return Parsed(reasoning, None, think_closed, None, truncated, NO_ANSWER)
+        return _Split(reasoning, think_closed, None, False, NO_ANSWER)
     # a block that holds only the answer (a harmony final message, a solution block): a lone value in it is the answer
     final_block = (block is not None and block.final) or narrowed is not region and SOLUTION_OPEN in region
-    region = narrowed
+    return _Split(reasoning, think_closed, narrowed, final_block, None)
+
+
+def split_reasoning(text: str | None, reasoning_field: str | None = None,
+                    finish_reason: str | None = None) -> tuple[str | None, str | None]:
+    """``(reasoning, answer_region)`` of a completion, split exactly as ``parse`` splits it.
+
+    ``reasoning``: the reasoning field and / or the delimited reasoning (``<think>``, OpenThoughts' thought,
+    ``[THINK]``, ``◁think▷``, harmony's analysis, …); "" for an empty block (a lone ``</think>``); None when
+    there is neither (plain chain of thought).
+    ``answer_region``: the text the final answer is read from: after the reasoning block, OpenThoughts'
+    solution block without its tokens, harmony's final message; the whole text when there is no reasoning
+    block; None when there is none (a block that never closed, a solution cut off by the length limit).
+    Never raises."""
+    try:
+        s = _split(_as_text(text), _as_text(reasoning_field), finish_reason == "length")
+        return s.reasoning, s.region
+    except Exception:  # noqa: BLE001 - a parser never raises on odd input
+        return None, None
+
+
+def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
+    truncated = finish_reason == "length"
+    reasoning, think_closed, region, final_block, error = _split(_as_text(text), _as_text(reasoning_field), truncated)
+    reasoning = reasoning or None
+    if error is not None:
+        return Parsed(reasoning, None, think_closed, None, truncated, error)
 
     if domain == "code":
         scan = region[-CODE_SCAN_CHARS:]
@@ -920,7 +1092,9 @@ def _parse(text, reasoning_field, domain, finish_reason) -> Parsed:
         # an explicit <answer> tag may hold a long answer (a move list, a grid); elsewhere length means prose
         if not answer or len(answer) > (MAX_TAGGED_ANSWER_CHARS if source == "answer_tag" else MAX_ANSWER_CHARS):
             return Parsed(reasoning, None, think_closed, None, truncated, NO_ANSWER)
-        if _hedged(answer):
+        answer = _drop_asides(answer)
+        if _hedged(answer) or (_may_offer_second_reading(scan)
+                               and _second_reading(scan[_statement_start(scan, source):], answer)):
             return Parsed(reasoning, None, think_closed, source, truncated, HEDGED)
         if source in ("answer_is", "answer_tag"):  # after the hedge check: "probably 18" stays a hedge
             answer = _strip_answer(_value_in_prose(answer)) or answer

@@ -498,6 +498,8 @@ _FAMILIES = [
     ("harmony_start", "<|start|>assistant<|channel|>analysis<|message|>",
      "<|end|><|start|>assistant<|channel|>final<|message|>"),
     ("harmony_tokens_dropped", "analysis", "assistantfinal"),
+    ("kimi", "◁think▷", "◁/think▷"),  # Kimi k1.5 / Kimi-VL-Thinking
+    ("kimi_template_opened", None, "◁/think▷\n\n"),
 ]
 _FAMILY_IDS = [f[0] for f in _FAMILIES]
 
@@ -734,3 +736,168 @@ def test_a_megabyte_of_reasoning_in_each_family_is_fast():
 def test_a_lone_value_in_a_final_message_or_solution_block(text, answer, source):
     p = parse(text, finish_reason="stop")
     assert (p.answer, p.answer_source) == (answer, source), p
+
+
+# --------------------------------------------------------------------------- held-out set 2: hedges after the answer
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a second reading offered after the answer, in parentheses or as "; otherwise it is …"
+        "So the result is one.\n</reasoning>\n**Answer:** one\n\n(If instead the other reading is meant, then 10.)",
+        "**Answer:** 8\n\n(If instead the other reading is meant, then 80 turns.)",
+        "**Answer:** $p - q$\n\n(If instead the other reading is meant, then $\\text{none}$.)",
+        "**Answer:** (D)\n\n(If instead the other reading is meant, then E) 798.)",
+        "\\boxed{5}\n\n(If the other reading is intended, the answer is 6.)",
+        "If the problem counts the first case, the answer is seven; otherwise it is 8.",
+        "If the problem counts the first case, the answer is $1+2\\sqrt{3}$; otherwise it is $2+2\\sqrt{3}$.",
+        "If the problem counts the first case, the answer is $204_5$; otherwise it is $205_5$.",
+        "If the problem counts the first case, the answer is 17; otherwise it is 5 cars.",
+        "The answer is 12. Otherwise, if Sunday counts, the answer would be 14.",
+        # "… is also defensible": a second answer the model will not rule out
+        "Answer: (D), though A. $4,829 is also defensible if the last step is read differently.",
+        "Answer: C. 9, though (B) is also defensible if the last step is read differently.",
+        "\\boxed{42}, although 41 is also plausible.",
+        # an "or" inside the box between two values with units
+        "The final answer is $\\boxed{18 \\text{ points} \\text{ or } 180\\ \\mathrm{points}}$.",
+        "\\boxed{18\\,\\mathrm{cm} \\text{ or } 20\\,\\mathrm{cm}}",
+        "\\boxed{2 \\text{ hours} \\text{ or } 120 \\text{ minutes}}",
+    ],
+)
+def test_a_second_reading_after_the_answer_is_a_hedge(text):
+    p = parse(text, finish_reason="stop")
+    assert p.answer is None and p.error == "hedged_answer", p
+
+
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        # the same value offered twice, or "either way" the same answer: not a hedge
+        ("The answer is 18 (or eighteen).", "18"),
+        ("\\boxed{18} (or eighteen)", "18"),
+        ("Either way, the answer is 18.", "18"),
+        ("The answer is 18 either way.", "18"),
+        ("\\boxed{18}\n\n(If instead we count both readings, we still get 18.)", "18"),
+        ("If the problem counts the first case, the answer is 7; otherwise it is also 7.", "7"),
+        ("**Answer:** 18\n\n(If instead you meant the perimeter, that is a different question.)", "18"),
+        ("The answer is 18. Otherwise the pattern would break.", "18"),
+        # "or" in the prose before the final, a condition that is the method, unit words
+        ("We could add or multiply; adding is right. The answer is 18.", "18"),
+        ("Either add or subtract first.\n\n**Answer:** 18", "18"),
+        ("If we subtract 3 from 21, the answer is 18.", "18"),
+        ("\\boxed{18 \\text{ points}}", "18 \\text{ points}"),
+        ("\\boxed{18\\ \\mathrm{points}}", "18\\ \\mathrm{points}"),
+        ("The answer is 6 floors.", "6 floors"),
+        ("Answer: 42. Note that 6 * 7 = 42 is also valid as a check.", "42"),
+        ("\\boxed{x < -2 \\text{ or } x > 3}", "x < -2 \\text{ or } x > 3"),
+        ("**Answer:** $x = 2 \\text{ or } x = 3$", "x = 2 \\text{ or } x = 3"),
+        ("Answer: C. 9, though the first route is longer.", "C"),
+    ],
+)
+def test_near_misses_of_a_second_reading_stay_answers(text, answer):
+    p = parse(text, finish_reason="stop")
+    assert (p.answer, p.error) == (answer, None), p
+
+
+# --------------------------------------------------------------------------- held-out set 2: finals with no marker
+
+
+@pytest.mark.parametrize(
+    "content, answer",
+    [
+        # gpt-oss finals (the reasoning in the API's reasoning field): a whole bold line is the answer
+        ("Plug the result back in to verify.\n\n**eight**", "eight"),
+        ("Wait, re-read: it asks for the final quantity.\n\n**one hundred**", "one hundred"),
+        ("Wait, re-read: it asks for the final quantity.\n\n**C**", "C"),
+        ("Another route gives the same thing.\n\n**(B)**", "(B)"),
+        ("Another route gives the same thing.\n\n**D. 4**", "D. 4"),
+        ("Given numbers: 42, 3, 11.\n\n**D) $39**", "D) $39"),
+        ("Given numbers: 5, 5.\n\n**Option 2**", "Option 2"),
+        ("Another route gives the same thing.\n\n**√128**", "√128"),
+        ("Check the arithmetic once more: consistent.\n\n**2⅙**", "2⅙"),
+        ("Check the arithmetic once more: consistent.\n\n**x = 7 or x = 9**", "x = 7 or x = 9"),
+        ("Let me set up the relation first.\n\n**(5, −2)**", "(5, −2)"),
+        ("Plug the result back in to verify.\n\n**x ∈ {-5, 5}**", "x ∈ {-5, 5}"),
+        ("Wait, re-read.\n\n**x = -6, y = 6**", "x = -6, y = 6"),
+        ("Another route gives the same thing.\n\n**x₁ = -5, x₂ = 5**", "x₁ = -5, x₂ = 5"),
+        ("Done.\n\n**Yes**", "Yes"),
+        ("Compute each piece separately.\n\nThe answer is **1·10^-8**.", "1·10^-8"),
+    ],
+)
+def test_a_whole_bold_last_line_is_the_answer(content, answer):
+    p = parse(content, reasoning_field="We need 2+2. So 4? No: the count is as asked.", finish_reason="stop")
+    assert (p.answer, p.error) == (answer, None), p
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "We are done.\n\n**Let me know if you need more help!**",
+        "Here is the plan.\n\n**Step 2**",
+        "**Summary**",
+        "The first part is done.\n\n**Case 3: both even**",
+        "<|channel|>final<|message|>**Paris**",
+        "**Note:** 5 is prime.",
+        "She has apples.\n\n**2 apples + 3 apples**",
+        "<think>**18**</think>\nI could not finish.",
+    ],
+)
+def test_a_bold_line_that_is_no_value_is_no_answer(text):
+    p = parse(text, finish_reason="stop")
+    assert (p.answer, p.error) == (None, "no_answer"), p
+
+
+@pytest.mark.parametrize(
+    "tail, answer",
+    [
+        # Gemini 2.5: display math under a final-answer heading, no \boxed
+        ("**Final Answer:**\n$$ 65 $$", "65"),
+        ("**Final Answer:**\n$$ 100 $$\n\nCheck: with 500, 200 the conditions hold. ✓", "100"),
+        ("**Final Answer:**\n$$ (C) $$", "(C)"),
+        ("**Final Answer:**\n$$ \\text{Option B} $$", "\\text{Option B}"),
+        ("**Final Answer:**\n$$ A: 26 slices $$", "A: 26 slices"),
+        ("**Final Answer:**\n$$ 2\\sqrt{3} $$", "2\\sqrt{3}"),
+        ("**Final Answer:**\n\n\\[ 0.0625 \\]", "0.0625"),
+        ("**Final Answer:**\n$$ \\begin{pmatrix} -3 & 4 \\\\ 0 & -3 \\end{pmatrix} $$",
+         "\\begin{pmatrix} -3 & 4 \\\\ 0 & -3 \\end{pmatrix}"),
+        ("**Final Answer:**\n**42**", "42"),
+    ],
+)
+def test_display_math_under_a_final_answer_heading(tail, answer):
+    text = "*   Let me set up the relation first.\n*   So the result is 7.\n\n" + tail
+    p = parse(text, finish_reason="stop")
+    assert (p.answer, p.error) == (answer, None), p
+
+
+def test_a_final_answer_heading_with_nothing_after_it_is_no_answer():
+    for t in ["**Final Answer:**\n", "**Final Answer:**\n$$ 65", "**Final Answer:**\n\n**"]:
+        p = parse(t, finish_reason="stop")
+        assert p.answer is None, (t, p)
+
+
+# --------------------------------------------------------------------------- Kimi ◁think▷
+
+
+@pytest.mark.parametrize(
+    "text, answer",
+    [
+        ("◁think▷Given 2, 2, 2. First attempt: \\boxed{\\text{nine}}. Wait, that breaks a condition; redo it. "
+         "So the result is 8.◁/think▷Given numbers: 2, 2, 2.\n\n$$\\boxed{8}$$", "8"),
+        ("◁think▷First attempt: \\boxed{20}. Wait, redo it. So the result is 1890.◁/think▷Compute each piece."
+         "\n\n**Answer:** $\\boxed{1890}$", "1890"),
+        # the template opened the block: a lone closing token
+        ("First attempt: \\boxed{B: 201}. Wait, redo it. So the result is (C).◁/think▷\n\n$$\\boxed{(C)}$$", "(C)"),
+    ],
+)
+def test_kimi_reasoning_delimiters(text, answer):
+    p = parse(text, finish_reason="stop")
+    assert (p.answer, p.error, p.think_closed) == (answer, None, True), p
+    assert "First attempt" in p.reasoning and "◁" not in p.reasoning
+
+
+def test_kimi_block_that_never_closed_has_no_answer():
+    p = parse("◁think▷So the result is \\boxed{8}", finish_reason="length")
+    assert (p.answer, p.error) == (None, "truncated_in_reasoning"), p
+    p = parse("◁think▷a◁/think▷The answer is 3.◁think▷no wait, \\boxed{4}", finish_reason="stop")
+    assert (p.answer, p.error) == (None, "unclosed_think"), p
