@@ -1057,20 +1057,23 @@ def tail(text: str | None, n: int = 220) -> str:
 
 
 def report(rows: list[dict], failures: dict[str, str], truth: dict, examples: int, seeds: dict, probes: list[str],
-           print_=print) -> dict:
+           print_=print, is_debatable=None, cause_of=None) -> dict:
+    """Print P/R by shape, style and label, then the misses grouped by cause (heldout2.py passes its own
+    `is_debatable` and `cause_of`); returns the summary."""
+    is_debatable, cause_of = is_debatable or debatable, cause_of or miss_cause
     head = f"{'':26s} {'n':>5s} {'right':>5s} {'TP':>5s} {'FP':>4s} {'FN':>4s}  {'P':>7s} {'R':>7s}"
     summary: dict = {"shapes": {}, "styles": {}, "labels": {}}
-    for title, keyf in (("shape", "shape"), ("style", "style"), ("label", "label")):
+    for title in ("shape", "style", "label"):
         print_(f"\n== verified precision / recall by {title}")
         print_(head)
         groups = defaultdict(list)
         for r in rows:
-            groups[r[keyf]].append(r)
+            groups[r[title]].append(r)
         for name in sorted(groups):
             print_(f"{name:26s} {fmt_pr(groups[name])}")
-            summary[title + "s" if title != "label" else "labels"][name] = precision_recall(groups[name])
+            summary[title + "s"][name] = precision_recall(groups[name])
     print_(f"{'ALL':26s} {fmt_pr(rows)}")
-    strict = [r for r in rows if not debatable(r)]
+    strict = [r for r in rows if not is_debatable(r)]
     print_(f"{'ALL, no debatable forms':26s} {fmt_pr(strict)}")
     summary["all"] = precision_recall(rows)
     summary["all_without_debatable"] = precision_recall(strict)
@@ -1079,22 +1082,24 @@ def report(rows: list[dict], failures: dict[str, str], truth: dict, examples: in
     print_("\n== seeds loaded / rejected per shape (the config as in shapes.json)")
     for name, got in seeds.items():
         print_(f"   {name:18s} {got}")
-    print_("\n== probes (the plainest config first)")
-    for line in probes:
-        print_(f"   {line}")
+    if probes:
+        print_("\n== probes (the plainest config first)")
+        for line in probes:
+            print_(f"   {line}")
     misses = [r for r in rows if r["verified"] != (r["label"] == "right")]
     by_cause = defaultdict(list)
     for r in misses:
-        by_cause[miss_cause(r)].append(r)
+        by_cause[cause_of(r)].append(r)
     print_(f"\n== {len(misses)} misses in {len(by_cause)} groups")
     for cause, group in sorted(by_cause.items(), key=lambda kv: -len(kv[1])):
-        print_(f"\n-- {cause}: {len(group)}")
+        print_(f"\n-- {cause}: {len(group)}   (shapes {sorted({g['shape'] for g in group})} "
+               f"styles {sorted({g['style'] for g in group})})")
         for r in group[:examples]:
             t = truth.get((r["shape"], r["key"]), {})
-            print_(f"   style={r['style']} finish={r['finish_reason']} truth={json.dumps(t.get('value'), ensure_ascii=False)} "
-                   f"reference={r['reference']!r} parsed={r['parsed']!r} ({r['answer_source']}) "
-                   f"verdict={r['reason']} detail={r['detail']}")
-            print_(f"   tail: {tail(r['text'])}")
+            print_(f"   {r['shape']}/{r['style']} finish={r['finish_reason']} "
+                   f"truth={json.dumps(t.get('value'), ensure_ascii=False)} reference={r['reference']!r} "
+                   f"parsed={r['parsed']!r} ({r['answer_source']}) verdict={r['reason']} detail={str(r['detail'])[:160]}")
+            print_(f"   tail: {tail(r['text'] or r.get('reasoning'))}")
     summary["misses"] = {k: len(v) for k, v in by_cause.items()}
     return summary
 
