@@ -369,6 +369,8 @@ def _text(row: dict, field: str, column: str, domain: str) -> tuple[str | None, 
     if value is None:
         needed = field == "problem" or (field in ("tests", "entry_point") and domain == "code")
         return None, ("is null" if needed else None)
+    if field == "answer":
+        value = _single_item(value)
     if isinstance(value, str):
         return value, None
     if field in ("tests", "entry_point") and isinstance(value, (dict, list, tuple)):
@@ -381,6 +383,21 @@ def _text(row: dict, field: str, column: str, domain: str) -> tuple[str | None, 
             isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in value):
         return "[" + ", ".join(str(_cell_text(v)) for v in value) + "]", None  # [1, 2], as TheoremQA writes it
     return None, f"expected a string, got {type(value).__name__}"
+
+
+def _single_item(value):
+    """An answer of one item, as a list cell (`["42"]`) or as JSON text of one (Skywork-OR1's
+    `ground_truth`: '["2\\\\sqrt{2}"]'), is that item: a reference list of one is its value."""
+    if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], (str, int, float)):
+        return value[0]
+    if isinstance(value, str) and value.startswith('["') and value.endswith('"]'):
+        try:
+            items = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(items, list) and len(items) == 1 and isinstance(items[0], str):
+            return items[0]
+    return value
 
 
 def _render(template: jinja2.Template, row: dict, field: str, domain: str) -> tuple[str | None, str | None, str]:

@@ -324,3 +324,14 @@ def test_boolean_and_list_answers_are_references(tmp_path):
                                                    fields={"problem": "Question", "answer": "Answer"}))))
     assert [g.answer for g in got if isinstance(g, Seed)] == ["True", "[1, 4]", "5"]
     assert isinstance(got[-1], BadRow) and "expected a string, got list" in got[-1].reason
+
+
+def test_an_answer_list_of_one_item_is_that_item(tmp_path):
+    """Skywork-OR1 keeps its ground truth as JSON text of a one-item list; some sets as a list cell."""
+    rows = [{"q": "a", "gt": '["2\\\\sqrt{2}"]'}, {"q": "b", "gt": ["42"]}, {"q": "c", "gt": [7]},
+            {"q": "d", "gt": '["1", "2"]'}, {"q": "e", "gt": '["not json'}, {"q": "f", "gt": [1, 4]}]
+    (tmp_path / "sky.json").write_text(json.dumps(rows))
+    got = list(read_seeds(plan_source(SourceConfig(name="sky", path=str(tmp_path / "sky.json"),
+                                                   fields={"problem": "q", "answer": "gt"}))))
+    assert [g.answer for g in got] == ["2\\sqrt{2}", "42", "7", '["1", "2"]', '["not json', "[1, 4]"]
+
