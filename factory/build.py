@@ -2,9 +2,13 @@
 
 Stage 1 (plan) streams the seeds, renders every request and writes both to the store, so a
 template error, a source that yields no seeds or one whose references the verifier cannot read
-stops the run before any teacher call (and leaves the last plan as it was). Stage 2 (generate)
-asks each teacher only for the planned requests that have no successful response yet: a killed
-run resumes where it stopped, and an edited template or parameter re-asks only what it changed.
+stops the run before any teacher call (and leaves the last plan as it was). Between them, an
+optional gate (select.student.before_generation: pipeline.py passes filter.student_gate) decides
+which seeds are worth a teacher call: the requests of a seed it finds too easy or too hard stay in
+the plan (the filter's band, and refresh, see every seed) but are never sent, so they never become
+traces. Stage 2 (generate) asks each teacher only for the planned requests that have no successful
+response yet: a killed run resumes where it stopped, and an edited template or parameter re-asks
+only what it changed.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -34,6 +38,10 @@ DEFAULT_TEMPLATES = {"math": "math_cot.jinja", "code": "code_cot.jinja"}
 PLAN_BATCH = 2000  # seeds rendered and written per store round-trip
 SHOW_BAD_ROWS = 10  # bad rows printed one per line; the rest are counted
 SHOW_UNUSABLE = 3  # unusable references shown per source (summary and error)
+OUT_OF_BAND = ("too_easy", "too_hard")  # a gate's decisions whose seeds get no teacher call
+SKIPPED = "gate_skipped"  # temp table (seed_id): the seeds whose teacher requests this run does not send
+# a gate: store (its `plan` just written) -> seed id -> decision (in_band, too_easy, too_hard, undecided)
+Gate = Callable[[Store], Mapping[str, str]]
 
 
 @dataclass
@@ -50,6 +58,10 @@ class BuildSummary:
     requests_sent: int = 0
     requests_ok: int = 0
     requests_failed: Counter = field(default_factory=Counter)  # error -> count
+    # select.student decided before generation (the gate): decision -> seeds; empty when no gate ran
+    student: Counter = field(default_factory=Counter)
+    requests_skipped: int = 0  # planned teacher requests without an answer, of seeds the gate left out: not sent
+    student_s: float = 0.0  # the gate: asking the student and verifying its answers
     tokens_in: int = 0
     tokens_out: int = 0
     tokens_reasoning: int = 0  # of tokens_out, reasoning (where the API reports it)
@@ -224,17 +236,44 @@ def _check_references(cfg: Config, index: int, store: Store, references: dict[st
             f"add strip_units, or raise the bound")
 
 
+def _apply_gate(store: Store, gate: Gate | None, summary: BuildSummary) -> None:
+    """Fill SKIPPED with the seeds the gate finds out of band (none without a gate) and count its decisions
+    and the requests it saves into the summary."""
+    store.sql(f"CREATE OR REPLACE TEMP TABLE {SKIPPED} (seed_id VARCHAR PRIMARY KEY)")
+    if gate is None:
+        return
+    begin = time.monotonic()
+    decisions = gate(store)
+    summary.student_s = time.monotonic() - begin
+    summary.student = Counter({"in_band": 0, "too_easy": 0, "too_hard": 0, "undecided": 0})
+    summary.student.update(decisions.values())
+    skip = [seed_id for seed_id, decision in decisions.items() if decision in OUT_OF_BAND]
+    if skip:
+        store.con.register("_skip", pa.table({"seed_id": pa.array(skip, pa.string())}))
+        try:
+            store.sql(f"INSERT INTO {SKIPPED} SELECT DISTINCT seed_id FROM _skip")
+        finally:
+            store.con.unregister("_skip")
+    summary.requests_skipped = store.scalar(f"""
+        SELECT count(*) FROM plan JOIN requests q USING (request_id) JOIN {SKIPPED} USING (seed_id)
+        WHERE NOT EXISTS (SELECT 1 FROM responses s WHERE s.request_id = q.request_id AND s.error IS NULL)""")
+
+
 def _pending(store: Store, teacher: str) -> tuple[int, int, Iterator[Request]]:
-    """(planned, pending, stream): a teacher's planned requests without a successful response,
-    samples of one prompt adjacent."""
-    query = """
+    """(planned, pending, stream): a teacher's planned requests without a successful response, samples
+    of one prompt adjacent; the requests of seeds the gate left out (SKIPPED) are neither pending nor cached."""
+    query = f"""
         SELECT q.seed_id, q.teacher, q.model, q.template, q.messages, q.params, q.sample_index
         FROM plan JOIN requests q USING (request_id)
         WHERE q.teacher = ? AND NOT EXISTS (
             SELECT 1 FROM responses s WHERE s.request_id = q.request_id AND s.error IS NULL)
+          AND q.seed_id NOT IN (SELECT seed_id FROM {SKIPPED})
         ORDER BY q.prompt_id, q.sample_index"""
     count = store.scalar(f"SELECT count(*) FROM ({query})", [teacher])
-    planned = store.scalar("SELECT count(*) FROM plan JOIN requests USING (request_id) WHERE teacher = ?", [teacher])
+    planned = store.scalar(f"""SELECT count(*) FROM plan JOIN requests q USING (request_id) WHERE q.teacher = ?
+                               AND NOT (q.seed_id IN (SELECT seed_id FROM {SKIPPED}) AND NOT EXISTS (
+                                   SELECT 1 FROM responses s WHERE s.request_id = q.request_id AND s.error IS NULL))""",
+                           [teacher])
 
     def stream() -> Iterator[Request]:
         reader = store.con.sql(query, params=[teacher]).to_arrow_reader(4096)  # streams: memory stays flat
@@ -310,10 +349,12 @@ def _batch_teacher(tcfg: TeacherConfig, store: Store, wait: bool, console: Conso
     return OpenAIBatchTeacher(tcfg, store, wait=wait, on_event=lambda msg: console.print(msg, highlight=False))
 
 
-def build_dataset(cfg: Config, console: Console | None = None,
-                  teachers: dict[str, Teacher] | None = None, wait_batches: bool = True) -> BuildSummary:
+def build_dataset(cfg: Config, console: Console | None = None, teachers: dict[str, Teacher] | None = None,
+                  wait_batches: bool = True, gate: Gate | None = None) -> BuildSummary:
     """Run the build; `teachers` overrides backends by name (tests pass canned teachers). With
-    `wait_batches` False, teachers in mode: batch submit and return (`factory build dataset --no-wait`)."""
+    `wait_batches` False, teachers in mode: batch submit and return (`factory build dataset --no-wait`).
+    `gate` (store -> seed id -> decision) runs after the plan: no teacher is asked about a seed it
+    decides `too_easy` or `too_hard` (pipeline.py passes filter.student_gate)."""
     console = console or Console(stderr=True)
     started = time.monotonic()
     prompts = Prompts(cfg.path(cfg.prompts_dir))
@@ -322,8 +363,10 @@ def build_dataset(cfg: Config, console: Console | None = None,
         summary = BuildSummary(store_path=str(cfg.store_path), run_id=run_id)
         _record_run(cfg, store, run_id)
         _plan(cfg, store, prompts, summary, console)
-        writer = ResponseWriter(store)
+        writer = None
         try:
+            _apply_gate(store, gate, summary)  # a Ctrl-C while the student answers: what it answered is stored
+            writer = ResponseWriter(store)
             for tcfg in cfg.teachers:
                 planned, total, pending = _pending(store, tcfg.name)
                 summary.requests_cached += planned - total
@@ -352,7 +395,8 @@ def build_dataset(cfg: Config, console: Console | None = None,
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
             summary.wall_s = time.monotonic() - started
             with store.con.cursor() as con:  # the main connection may hold an unfinished stream
                 con.execute("UPDATE runs SET finished_at = ?, summary = ? WHERE run_id = ?",

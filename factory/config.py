@@ -333,6 +333,10 @@ class StudentConfig(Strict):
     temperature: float | None = Field(default=None, ge=0)
     top_p: float | None = Field(default=None, gt=0, le=1)
     max_tokens: int | None = Field(default=None, ge=1)
+    # true: the band is decided after the plan and before any teacher generates, so out-of-band seeds cost no
+    # teacher calls; false: the teachers answer every seed (a later band change then needs no new teacher
+    # calls). Not hashed: the kept set is the same either way.
+    before_generation: bool = True
 
     @field_validator("pass_rate")
     @classmethod
@@ -573,6 +577,8 @@ class Config(Strict):
             data["build"].pop(where, None)
         if data.get("select") == SelectConfig().model_dump(mode="json"):  # no selection: hashes as before it existed
             data.pop("select")
+        elif data["select"].get("student"):  # when the band is decided changes no kept seed
+            data["select"]["student"].pop("before_generation", None)
         blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -399,9 +399,50 @@ def _diverse_rank(store: Store, cfg: Config) -> None:
 
 # -- the stage ----------------------------------------------------------------------------------
 
-def run_filter(cfg: Config, console: Console | None = None, judges: dict | None = None) -> FilterSummary:
+def _check_new(store: Store, cfg: Config, status, judges: dict | None, label: str) -> Counter:
+    """Parse and verify every answer not done yet (teachers' and the student's alike): math-verify, the
+    reasoning-gym scorers, the judge (filter.math.judge) on what the verifier could not read, the code sandbox."""
+    checks: Counter = Counter()
+    status.update(f"{label}: parsing")
+    checks["parsed"] = parse_new(store)
+    status.update(f"{label}: verifying math (math-verify, worker processes)")
+    checks["verify_math"] = verify_math(store, cfg)
+    status.update(f"{label}: scoring reasoning-gym answers (the tasks' own scorers, worker processes)")
+    checks["verify_gym"] = verify_gym(store, cfg)
+    if cfg.filter.math.judge:
+        status.update(f"{label}: asking the judge ({cfg.filter.math.judge}) about undecided answers")
+        checks.update({f"judge_{k}": v for k, v in judge_undecided(store, cfg, Prompts(cfg.path(cfg.prompts_dir)),
+                                                                   (judges or {}).get(cfg.filter.math.judge)).items()})
+    status.update(f"{label}: running code tests in the sandbox")
+    checks["verify_code"] = verify_code(store, cfg)
+    return checks
+
+
+def student_gate(store: Store, cfg: Config, console: Console | None = None,
+                 judges: dict | None = None) -> dict[str, str]:
+    """select.student decided before any teacher generates (select.student.before_generation; pipeline.py
+    passes this as build_dataset's `gate`, right after the plan): the student answers each seed of the plan
+    (factory.student.ask_student: what is answered is never asked again), its answers go through the stage's
+    own checks (the rows land in parsed / checks, so the stage finds them done), and filters/student_pass.sql,
+    the SQL the stage's band runs, decides. Returns seed id -> in_band | too_easy | too_hard | undecided for
+    every seed of the plan; `judges` overrides backends by name, as in run_filter (tests)."""
+    student = cfg.select.student
+    if student is None:
+        return {}
+    console = console or Console(stderr=True)
+    ask_student(store, cfg, Prompts(cfg.path(cfg.prompts_dir)), (judges or {}).get(student.teacher), console)
+    with console.status("student: parsing") as status:
+        _check_new(store, cfg, status, judges, "student")
+        status.update("student: deciding (SQL)")
+        _run_sql(store, _sql_env(cfg), "student_pass.sql", lo=student.pass_rate[0], hi=student.pass_rate[1])
+    return dict(store.sql("SELECT seed_id, decision FROM student_pass"))
+
+
+def run_filter(cfg: Config, console: Console | None = None, judges: dict | None = None,
+               student_asked: bool = False) -> FilterSummary:
     """Run the stage over the store; `judges` overrides by name the backends the stage asks: the judge
-    (filter.math.judge) and the student (select.student.teacher) (tests)."""
+    (filter.math.judge) and the student (select.student.teacher) (tests). `student_asked`: this run asked
+    the student already (student_gate, before generation): its stored answers are read, it is not asked again."""
     console = console or Console(stderr=True)
     started = time.monotonic()
     env = _sql_env(cfg)
@@ -412,19 +453,10 @@ def run_filter(cfg: Config, console: Console | None = None, judges: dict | None 
         student = cfg.select.student
         if student:  # first: its answers are then parsed and verified like any trace (never part of `plan`)
             checks.update({f"student_{k}": v for k, v in ask_student(
-                store, cfg, Prompts(cfg.path(cfg.prompts_dir)), (judges or {}).get(student.teacher), console).items()})
+                store, cfg, Prompts(cfg.path(cfg.prompts_dir)), (judges or {}).get(student.teacher), console,
+                ask=not student_asked).items()})
         with console.status("filter: parsing") as status:
-            checks["parsed"] = parse_new(store)
-            status.update("filter: verifying math (math-verify, worker processes)")
-            checks["verify_math"] = verify_math(store, cfg)
-            status.update("filter: scoring reasoning-gym answers (the tasks' own scorers, worker processes)")
-            checks["verify_gym"] = verify_gym(store, cfg)
-            if cfg.filter.math.judge:
-                status.update(f"filter: asking the judge ({cfg.filter.math.judge}) about undecided answers")
-                checks.update({f"judge_{k}": v for k, v in judge_undecided(store, cfg, Prompts(cfg.path(cfg.prompts_dir)),
-                                                                           (judges or {}).get(cfg.filter.math.judge)).items()})
-            status.update("filter: running code tests in the sandbox")
-            checks["verify_code"] = verify_code(store, cfg)
+            checks.update(_check_new(store, cfg, status, judges, "filter"))
             status.update("filter: majority vote for seeds without a reference")
             checks["majority"] = majority_vote(store, cfg)
             status.update("filter: deciding (SQL)")

@@ -1,4 +1,4 @@
-"""The one pipeline: plan + generate -> failure-rate check -> filter -> export.
+"""The one pipeline: plan [-> the student's band] + generate -> failure-rate check -> filter -> export.
 
 `factory build dataset` and `factory refresh` both run it. Each stage prints its summary (through
 factory.report) as it ends, so a long run shows where it is; the last line is the wall time of
@@ -9,6 +9,7 @@ partial corpus; errors of input (sources, prompts, teachers, the filter's files)
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from rich.console import Console
 from factory.build import BuildSummary, build_dataset
 from factory.config import Config
 from factory.export import ExportResult, export_version
-from factory.filter import FilterSummary, run_filter
+from factory.filter import FilterSummary, run_filter, student_gate
 from factory.report import print_build_summary, print_export, print_filter_summary, print_wall_time
 
 EXIT_INTERRUPTED = 130  # Ctrl-C during generation: the answers so far are stored
@@ -45,7 +46,11 @@ def run_pipeline(cfg: Config, console: Console | None = None, teachers: dict | N
     exports only what it publishes). `teachers` / `judges` override backends by name (tests)."""
     console = console or Console(stderr=True)
     started = time.monotonic()
-    build = build_dataset(cfg, console=console, teachers=teachers, wait_batches=wait_batches)
+    student = cfg.select.student
+    # select.student.before_generation: the band decides after the plan, so no teacher answers a seed it drops
+    gate = (functools.partial(student_gate, cfg=cfg, console=console, judges=judges)
+            if student is not None and student.before_generation else None)
+    build = build_dataset(cfg, console=console, teachers=teachers, wait_batches=wait_batches, gate=gate)
     result = PipelineResult(build)
     result.stages_s["plan + generate"] = time.monotonic() - started
     print_build_summary(build, console)
@@ -61,7 +66,7 @@ def run_pipeline(cfg: Config, console: Console | None = None, teachers: dict | N
     if result.stopped:
         return result
     started = time.monotonic()
-    result.filtered = run_filter(cfg, console=console, judges=judges)
+    result.filtered = run_filter(cfg, console=console, judges=judges, student_asked=gate is not None)
     result.stages_s["filter"] = time.monotonic() - started
     print_filter_summary(result.filtered, console)
     if export:

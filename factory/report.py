@@ -307,6 +307,16 @@ def _seconds(s: float) -> str:
     return f"{s:,.1f} s"
 
 
+def student_gate_line(summary: BuildSummary) -> str:
+    """`40 seeds in band, 12 too easy, 9 too hard, 2 undecided; teachers skip 21 seeds (42 requests)`: the
+    student's band decided before generation (select.student.before_generation)."""
+    s = summary.student
+    return (f"{s['in_band']} seeds in band, {s['too_easy']} too easy, {s['too_hard']} too hard, "
+            f"{s['undecided']} undecided; teachers skip {s['too_easy'] + s['too_hard']} seeds "
+            f"({summary.requests_skipped} requests)" + (f", decided in {_seconds(summary.student_s)}"
+                                                         if summary.student_s >= 0.05 else ""))
+
+
 def print_build_summary(summary: BuildSummary, console: Console) -> None:
     """Plan and generate: seeds, references, requests, tokens, cost, and the time they took."""
     table = Table(title="build summary", show_header=False, box=None, pad_edge=False)
@@ -326,6 +336,9 @@ def print_build_summary(summary: BuildSummary, console: Console) -> None:
     table.add_row("requests", f"{summary.requests_planned} planned, {summary.requests_cached} cached, "
                   f"{summary.requests_sent} sent, {summary.requests_ok} ok, {failed} failed"
                   + (f" ({reasons})" if reasons else ""))
+    student = getattr(summary, "student", None)
+    if student:  # select.student decided before generation: what the teachers were spared
+        table.add_row("student", student_gate_line(summary))
     think = getattr(summary, "tokens_reasoning", 0)
     table.add_row("tokens", f"{summary.tokens_in:,} in, {summary.tokens_out:,} out"
                   + (f" ({think:,} reasoning, {summary.tokens_out - think:,} answer)" if think else ""))

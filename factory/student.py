@@ -1,20 +1,28 @@
 """Problems sized to the student: keep a seed only if the student's pass rate on it lies in a band.
 
-`select.student: {teacher: <name>, samples: k, pass_rate: [lo, hi]}` (off by default). A problem the
-student already solves teaches it nothing; one far beyond it yields traces it cannot learn from.
-Before the filter stage parses anything, the student (a teacher entry with `generate: false`, any
-backend) answers each seed of the plan k times. Its answers are requests like any other: ids hash
-the student model, the rendered prompt, the sampling params and the sample index, they live in
-`requests` / `responses`, and only those without a successful response are asked, so a rerun asks
-nothing new. They are never part of `plan`, so they never become traces.
+`select.student: {teacher: <name>, samples: k, pass_rate: [lo, hi], before_generation: true}` (off by
+default). A problem the student already solves teaches it nothing; one far beyond it yields traces it
+cannot learn from. The student (a teacher entry with `generate: false`, any backend) answers each seed
+of the plan k times. Its answers are requests like any other: ids hash the student model, the rendered
+prompt, the sampling params and the sample index, they live in `requests` / `responses`, and only
+those without a successful response are asked, so a rerun asks nothing new. They are never part of
+`plan`, so they never become traces.
 
-The filter stage then parses and verifies them like any trace (parse, math-verify, the code
-sandbox, the judge when one is set: rows in `parsed` / `checks`), and filters/student.sql turns
-them into a pass rate per seed: passed / answered samples (a verifier timeout is no verdict and is
-not counted). A seed below lo is `too_hard`, above hi `too_easy` (bounds included in the band);
-either rejects every trace of the seed at stage `student`. A seed the student never answered (its
-endpoint failed: the errors are stored and asked again next run) or that nothing can verify (no
-reference, no tests) is not decided: its traces go on through the funnel, and the count is shown.
+When: with `before_generation: true` (the default) the band is decided right after the plan and
+before any teacher generates (filter.student_gate, build_dataset's `gate`): the student answers, its
+answers are parsed and verified, and the teacher requests of a seed outside the band are never sent,
+so the expensive teachers answer only seeds in the band or undecided ones. With `false` the teachers
+answer every seed first (a later band change then needs no teacher call) and only the filter stage
+decides. Either way the filter stage decides again, from the same cached verdicts (nothing is asked
+twice), and drops every trace of a seed outside the band: traces generated before the band was decided.
+
+The answers are parsed and verified like any trace (parse, math-verify, the code sandbox, the judge
+when one is set: rows in `parsed` / `checks`), and filters/student_pass.sql turns them into a pass
+rate per seed: passed / answered samples (a verifier timeout is no verdict and is not counted). A seed
+below lo is `too_hard`, above hi `too_easy` (bounds included in the band); filters/student.sql rejects
+every trace of such a seed at stage `student`. A seed the student never answered (its endpoint failed:
+the errors are stored and asked again next run) or that nothing can verify (no reference, no tests) is
+not decided: its teachers are asked, its traces go on through the funnel, and the count is shown.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from factory.records import Request, Seed
 from factory.store import ResponseWriter, Store
 from factory.teachers.base import Teacher
 
-STUDENT_PLAN = "student_plan"  # temp table (request_id, seed_id) of this run's student requests; student.sql reads it
+STUDENT_PLAN = "student_plan"  # temp table (request_id, seed_id) of this run's student requests; student_pass.sql reads it
 
 
 def student_params(cfg: Config) -> dict[str, Any]:
@@ -67,11 +75,12 @@ def student_requests(store: Store, cfg: Config, prompts: Prompts) -> list[Reques
 
 
 def ask_student(store: Store, cfg: Config, prompts: Prompts, teacher: Teacher | None = None,
-                console: Console | None = None) -> Counter:
+                console: Console | None = None, ask: bool = True) -> Counter:
     """Store the student's requests, ask it for those without a successful answer (`teacher` overrides
     the configured backend: tests pass a fake one) and leave this run's requests in STUDENT_PLAN.
     A student that fails (an error per request, or a backend that cannot start) is warned about and
-    loses nothing: what it answered is stored, the rest is asked again on the next run."""
+    loses nothing: what it answered is stored, the rest is asked again on the next run. With `ask`
+    False (this run asked it already, before generation) nothing is asked: `unanswered` counts the rest."""
     console = console or Console(stderr=True)
     stats: Counter = Counter()
     s = cfg.select.student
@@ -87,7 +96,11 @@ def ask_student(store: Store, cfg: Config, prompts: Prompts, teacher: Teacher | 
         store.con.unregister("_student")
     answered = store.answered(ids)
     todo = [r for r, rid in zip(requests, ids) if rid not in answered]
-    store.add_requests(todo)  # an answered request is stored already
+    if ask:
+        store.add_requests(todo)  # an answered request is stored already
+    if not ask:
+        stats["cached"], stats["unanswered"] = len(requests) - len(todo), len(todo)
+        return stats
     stats["cached"], stats["asked"] = len(requests) - len(todo), len(todo)
     if not todo:
         return stats  # nothing to ask: the student is never loaded
@@ -128,7 +141,7 @@ def ask_student(store: Store, cfg: Config, prompts: Prompts, teacher: Teacher | 
 
 
 def band_counts(store: Store) -> Counter:
-    """Seeds per decision of filters/student.sql (in_band, too_easy, too_hard, undecided)."""
+    """Seeds per decision of filters/student_pass.sql (in_band, too_easy, too_hard, undecided)."""
     return Counter(dict(store.sql("SELECT decision, count(*) FROM student_pass GROUP BY decision")))
 
 

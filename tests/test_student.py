@@ -5,6 +5,7 @@ fake student answers seed i right in exactly CORRECT[i] of its 4 samples."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -53,6 +54,7 @@ class FakeStudent:
 
 
 def _config(tmp_path: Path, *overrides: str, student: dict | None = None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps(r) + "\n" for r in GSM8K))
     noref = tmp_path / "noref.jsonl"
@@ -184,6 +186,8 @@ def test_config_hash_is_unchanged_without_a_student_and_follows_the_band(tmp_pat
                                                                        if k != "select"}).config_hash()
     assert cfg.config_hash() != load_config(data=plain).config_hash()
     assert cfg.config_hash() != _config(tmp_path, "select.student.pass_rate=[0.25, 1]").config_hash()
+    # when the band is decided shapes no kept seed: not hashed
+    assert cfg.config_hash() == _config(tmp_path, "select.student.before_generation=false").config_hash()
 
 
 def test_the_student_sees_the_seeds_prompt_or_its_own_template(tmp_path):
@@ -210,3 +214,127 @@ def test_the_student_sees_the_seeds_prompt_or_its_own_template(tmp_path):
     assert all(r.params["temperature"] == 1.0 and r.params["logprobs"] == 0 and r.teacher == "student" for r in plain)
     assert own[0].messages[-1]["content"].startswith("Solve briefly (math): ") and own[0].template == "student.jinja"
     assert not {r.request_id for r in plain} & {r.request_id for r in own}
+
+
+# -- select.student.before_generation: the band decides before the teachers generate -----------------------
+
+def _asked(cfg, request_ids: list[str]) -> dict[str, int]:
+    """Problem -> how many of `request_ids` were about it."""
+    with duckdb.connect(str(cfg.store_path), read_only=True) as con:
+        problem_of = dict(con.execute("SELECT q.request_id, d.problem FROM requests q JOIN seeds d USING (seed_id)"
+                                      ).fetchall())
+    out: dict[str, int] = {}
+    for request_id in request_ids:
+        out[problem_of[request_id]] = out.get(problem_of[request_id], 0) + 1
+    return out
+
+
+def _pipeline(cfg, student=None, console=None):
+    from factory.pipeline import run_pipeline
+
+    teacher = ScriptedTeacher()
+    result = run_pipeline(cfg, console=console or Console(quiet=True), teachers={"scripted": teacher},
+                          judges={"student": student} if student is not None else None, export=False)
+    assert result.exit_code == 0 and result.filtered is not None
+    return result, teacher
+
+
+@pytest.mark.slow
+def test_before_generation_the_teachers_never_see_an_out_of_band_seed_and_the_kept_set_is_the_same(tmp_path):
+    before = _config(tmp_path / "before")
+    console = Console(record=True, width=200)
+    student = FakeStudent()
+    result, teacher = _pipeline(before, student, console)
+    # seeds 0 (0/4: too hard) and 3 (4/4: too easy) are never sent; the in-band and undecided ones are
+    assert _asked(before, teacher.seen) == {_problem(i): 2 for i in (1, 2, 4, 5)} | {NO_REFERENCE: 2}
+    assert len(student.seen) == 7 * K  # asked once, before the teachers: the filter stage asks nothing more
+    b = result.build
+    assert (b.student["in_band"], b.student["too_easy"], b.student["too_hard"], b.student["undecided"]) == (3, 1, 1, 2)
+    assert (b.requests_planned, b.requests_skipped, b.requests_sent, b.requests_cached) == (14, 4, 10, 0)
+    out = console.export_text()
+    assert "3 seeds in band, 1 too easy, 1 too hard, 2 undecided; teachers skip 2 seeds (4 requests)" in out
+    f = result.filtered
+    # the failed K are not asked twice in one run (the next run asks them again)
+    assert f.checks_run["student_asked"] == 0 and f.checks_run["student_unanswered"] == K
+    assert f.checks_run["student_too_easy"] == 1 and f.checks_run["student_too_hard"] == 1  # the same decisions
+    assert f.funnel.get("student", {}) == {} and f.candidates == 10  # nothing to drop: never generated
+
+    # when the band decides shapes no kept seed: the same hash, so the same version
+    assert _config(tmp_path / "before", "select.student.before_generation=false").config_hash() == before.config_hash()
+    after = _config(tmp_path / "after", "select.student.before_generation=false")
+    result_after, teacher_after = _pipeline(after, FakeStudent())
+    assert len(teacher_after.seen) == 14 and result_after.build.student == Counter()
+    assert result_after.filtered.funnel["student"] == {"too_hard": 2, "too_easy": 2}
+    kept = _kept(before, f.version)
+    assert kept == _kept(after, result_after.filtered.version)
+    assert set(kept) == {_problem(1), _problem(2), _problem(4), _problem(5), NO_REFERENCE}
+
+
+@pytest.mark.slow
+def test_before_generation_a_rerun_asks_nobody_and_a_new_band_asks_only_its_new_seeds(tmp_path):
+    cfg = _config(tmp_path)
+    answering = [0, 1, 2, 4, 3, 1]  # seed 5 answered too (1/4: in the band): no failure to ask again
+    _pipeline(cfg, FakeStudent(answering))
+    student = FakeStudent(answering)
+    again, teacher = _pipeline(cfg, student)
+    assert student.seen == [] and teacher.seen == [] and again.build.requests_sent == 0
+    assert again.build.requests_cached == 10 and again.build.requests_skipped == 4
+
+    # a wider band: decided again from the cached verdicts; only seed 3 (4/4), now in the band, is generated
+    wide = _config(tmp_path, "select.student.pass_rate=[0.25, 1]")
+    student = FakeStudent(answering)
+    result, teacher = _pipeline(wide, student)
+    assert student.seen == [] and _asked(wide, teacher.seen) == {_problem(3): 2}
+    assert result.build.requests_skipped == 2 and result.build.student["too_hard"] == 1
+    assert set(_kept(wide, result.filtered.version)) == {_problem(i) for i in (1, 2, 3, 4, 5)} | {NO_REFERENCE}
+
+    # a narrower one asks nobody; seeds 1, 3 and 5 now out of band keep their stored traces out of the corpus
+    narrow = _config(tmp_path, "select.student.pass_rate=[0.5, 0.5]")
+    student = FakeStudent(answering)
+    result, teacher = _pipeline(narrow, student)
+    assert student.seen == [] and teacher.seen == [] and result.build.requests_skipped == 2  # seed 0's, never sent
+    assert result.filtered.funnel["student"] == {"too_hard": 4, "too_easy": 4}  # seeds 1, 5; 3, 4 (generated earlier)
+    assert set(_kept(narrow, result.filtered.version)) == {_problem(2), NO_REFERENCE}
+
+
+@pytest.mark.slow
+def test_before_generation_an_unanswered_or_unverifiable_seed_is_still_generated(tmp_path):
+    # traces made with before_generation false first: switching it on sends nothing and drops them in the filter
+    cfg = _config(tmp_path, "select.student.before_generation=false")
+    _pipeline(cfg, FakeStudent())
+    result, teacher = _pipeline(_config(tmp_path), FakeStudent())
+    assert teacher.seen == [] and result.build.requests_skipped == 0 and result.build.requests_cached == 14
+    assert result.filtered.funnel["student"] == {"too_hard": 2, "too_easy": 2}
+
+    # a student whose endpoint is down (nothing listens on the port): every seed is undecided and generated
+    fresh = _config(tmp_path / "down")
+    console = Console(record=True, width=200)
+    result, teacher = _pipeline(fresh, console=console)
+    assert len(teacher.seen) == 14 and result.build.student["undecided"] == 7 and result.build.requests_skipped == 0
+    assert "0 seeds in band, 0 too easy, 0 too hard, 7 undecided; teachers skip 0 seeds (0 requests)" in console.export_text()
+    assert result.filtered.kept == 7
+
+
+def test_build_sends_no_request_of_a_seed_its_gate_leaves_out(tmp_path):
+    cfg = _config(tmp_path)  # build_dataset alone: no gate, every seed is sent, as before
+    teacher = ScriptedTeacher()
+    summary = build_dataset(cfg, console=Console(quiet=True), teachers={"scripted": teacher})
+    assert len(teacher.seen) == 14 and summary.student == Counter() and summary.to_json()["student"] == {}
+
+    def gate(store):  # any callable: store -> seed id -> decision (the pipeline passes filter.student_gate)
+        seeds = dict(store.sql("SELECT problem, seed_id FROM seeds"))
+        return {seeds[_problem(0)]: "too_hard", seeds[_problem(3)]: "too_easy", seeds[_problem(1)]: "in_band",
+                seeds[NO_REFERENCE]: "undecided"}
+
+    fresh = _config(tmp_path / "gated")
+    teacher = ScriptedTeacher()
+    summary = build_dataset(fresh, console=Console(quiet=True), teachers={"scripted": teacher}, gate=gate)
+    assert _problem(0) not in _asked(fresh, teacher.seen) and _problem(3) not in _asked(fresh, teacher.seen)
+    assert (summary.requests_planned, summary.requests_skipped, summary.requests_sent) == (14, 4, 10)
+    assert summary.student == Counter(in_band=1, too_easy=1, too_hard=1, undecided=1)
+    with duckdb.connect(str(fresh.store_path), read_only=True) as con:  # left out of what is sent, not of the plan
+        assert con.execute("SELECT count(*) FROM plan").fetchone()[0] == 14
+    # the teachers already answered seed 0: a gate that drops it then saves nothing, and sends nothing either
+    teacher = ScriptedTeacher()
+    again = build_dataset(cfg, console=Console(quiet=True), teachers={"scripted": teacher}, gate=gate)
+    assert teacher.seen == [] and again.requests_skipped == 0 and again.requests_cached == 14
