@@ -132,13 +132,15 @@ def _verify_rows(verdicts: Iterator[tuple[Hashable, bool, str, str]]) -> Iterato
 
 def verify_math(store: Store, cfg: Config) -> int:
     """math-verify of the final answer against the reference; results are written as they come.
-    A truncated trace is never verified: what it says last is not its final answer."""
-    query = """SELECT p.request_id, p.answer, d.answer AS reference
+    A truncated trace is never verified: what it says last is not its final answer. The seed's problem goes
+    along: a bare choice reference (C) also accepts the value of option C written in it (checks.math.verify_many)."""
+    query = """SELECT p.request_id, p.answer, d.answer AS reference, d.problem
                FROM parsed p JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
                WHERE d.domain = 'math' AND d.answer IS NOT NULL AND p.error IS NULL AND p.answer IS NOT NULL
                  AND NOT coalesce(p.truncated, FALSE) AND json_extract(d.meta, '$.gym') IS NULL
                  AND NOT EXISTS (SELECT 1 FROM checks c WHERE c.request_id = p.request_id AND c."check" = 'verify')"""
-    items = ((r["request_id"], r["answer"], r["reference"]) for rows in _batches(store, query) for r in rows)
+    items = ((r["request_id"], r["answer"], r["reference"], r["problem"])
+             for rows in _batches(store, query) for r in rows)
     if cfg.build.executor == "ray":  # batches as Ray tasks; the verdicts are written here as locally
         from factory import distributed
 

@@ -655,6 +655,235 @@ def _numbered_option_verdict(predicted: str, key: str) -> tuple[str, str] | None
     return (PASSED, f"choice_equal: option {key}") if number == key else (FAILED, f"choice_unequal: option {number} vs {key}")
 
 
+# --------------------------------------------------------------------------- options in the problem
+# A bare choice reference ("C", ARC's "3") against an answer that is an option's VALUE ("27", "**$4,829**"):
+# the options are in the seed's problem text (the source's jinja put them there). They are read
+# conservatively: one run of consecutive labels (A, B, C... or 1, 2, 3...) of at least 3 options, in one
+# layout; anything else (two runs, a broken run, an empty or huge option) reads as no options at all.
+
+_MAX_PROBLEM_CHARS = 100_000
+_MAX_OPTION_CHARS = 1_000
+_MAX_OPTIONS = 26
+# one option label and the punctuation around it; the group that matched names the layout
+_OPTION_MARK_RE = re.compile(
+    # AMC: $\textbf{(A)}\ 12 \qquad \textbf{(B)}\ 15$, \text{(A) }, \mathrm{A.}
+    r"\\(?:textbf|text|textrm|mathrm|mathbf|mbox|bf)\s*\{\s*(?P<tex>\(\s*[A-Za-z]\s*\)|[A-Za-z]\s*[.:)])"
+    r"(?:\s|\\[ ,;!]|~)*\}"
+    # the others only after a space, the start, $ , ; * or > (never inside a word or a formula: "P(A)")
+    r"|(?<![^\s$,;*>])(?:"
+    r"\*\*(?P<bold>\(\s*(?:[A-Za-z]|\d{1,2})\s*\)|(?:[A-Za-z]|\d{1,2})\s*[.:)])\*\*"
+    r"|\((?P<paren>[A-Za-z]|\d{1,2})\)"
+    r"|\[(?P<bracket>[A-Za-z]|\d{1,2})\]"
+    r"|(?P<close>[A-Za-z]|\d{1,2}) ?\)"
+    r"|(?P<dot>[A-Za-z]|\d{1,2})\.(?=[\s$])"
+    r"|(?P<colon>[A-Za-z]|\d{1,2}):(?=[\s$]))"
+)
+_LINE_PREFIX_CHARS = " \t>*-•$"
+_OPTION_JUNK_RE = re.compile(r"(?<!\\)\$|\\q?quad(?![A-Za-z])|\\[ ,;!]|\\\\|~")
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    index: int        # 0 for A / a / 1
+    start: int
+    end: int
+    line_start: bool  # only blanks, bullets or a $ before it on its line
+
+
+def _option_marks(problem: str) -> dict[tuple[str, str], list[_Mark]]:
+    """(label kind, layout) -> the labels of that layout, in order. Digits and lower-case letters count only
+    at the start of a line (or as "(a)" / "a)"): "3. " and "b. " are common in prose."""
+    out: dict[tuple[str, str], list[_Mark]] = {}
+    begin = scanned = 0  # where the current line begins, found incrementally: linear on one huge line too
+    for m in _OPTION_MARK_RE.finditer(problem):
+        style = m.lastgroup
+        raw = m.group(style)
+        label = re.search(r"[A-Za-z]|\d{1,2}", raw).group(0)
+        kind = "digit" if label.isdigit() else "upper" if label.isupper() else "lower"
+        index = int(label) - 1 if kind == "digit" else ord(label.upper()) - ord("A")
+        newline = problem.rfind("\n", scanned, m.start())
+        begin, scanned = (newline + 1 if newline >= 0 else begin), m.start()
+        line_start = m.start() - begin <= 12 and not problem[begin:m.start()].strip(_LINE_PREFIX_CHARS)
+        if kind == "digit" and not line_start:
+            continue
+        if kind == "lower" and not line_start and style not in ("paren", "close"):
+            continue
+        layout = style + ":" + re.sub(r"\s+", "", raw).replace(label, "X")
+        out.setdefault((kind, layout), []).append(_Mark(index, m.start(), m.end(), line_start))
+    return out
+
+
+def _runs(marks: list[_Mark]) -> list[list[_Mark]]:
+    """Maximal runs of consecutive labels that start at A (or 1) and have at least 3 options."""
+    runs, cur = [], []
+    for mk in marks:
+        if cur and mk.index == cur[-1].index + 1:
+            cur.append(mk)
+            continue
+        if len(cur) >= 3:
+            runs.append(cur)
+        cur = [mk] if mk.index == 0 else []
+    if len(cur) >= 3:
+        runs.append(cur)
+    return runs
+
+
+def _option_texts(problem: str, run: list[_Mark], labels: str) -> tuple[tuple[str, str], ...] | None:
+    """(label, option text) of a run, None when an option is empty or too long to be one."""
+    one_per_line = all(mk.line_start for mk in run)
+    out = []
+    for i, mk in enumerate(run):
+        end = run[i + 1].start if i + 1 < len(run) else len(problem)
+        end = min(end, mk.end + 4 * _MAX_OPTION_CHARS)
+        if one_per_line or i + 1 == len(run):
+            line_end = problem.find("\n", mk.end, end)
+            end = end if line_end < 0 else line_end
+        text = _OPTION_JUNK_RE.sub(" ", problem[mk.end:end]).strip().strip(",;*").strip()
+        if not text or len(text) > _MAX_OPTION_CHARS:
+            return None
+        label = str(mk.index + 1) if labels == "digit" else chr(ord("A") + mk.index)
+        out.append((label, text))
+    return tuple(out)
+
+
+def _read_options(problem: str) -> tuple[tuple[str, str], ...]:
+    if not problem or len(problem) > _MAX_PROBLEM_CHARS:
+        return ()
+    by_kind: dict[str, set] = {}
+    runs = 0
+    for (kind, layout), marks in _option_marks(problem).items():
+        for run in _runs(marks):
+            if layout.startswith(("dot:", "colon:")) and not run[0].line_start:
+                continue  # "Mr. A. Smith met B. Jones and C. Brown": prose; "A. 12  B. 15  C. 18" starts a line
+            runs += 1
+            if runs > 4:
+                return ()  # run after run: a pattern, not one set of options
+            if len(run) > _MAX_OPTIONS:
+                return ()  # a long numbered list, not options
+            texts = _option_texts(problem, run, kind)
+            if texts is None:
+                return ()  # "(A), (B) and (C)" in a sentence: labels without options
+            by_kind.setdefault(kind, set()).add(texts)
+    # upper-case letters first: "(1) ... (2) ... (3)" statements above "A. 0  B. 1  C. 2" options are common
+    for kind in ("upper", "lower", "digit"):
+        found = by_kind.get(kind)
+        if found:
+            return next(iter(found)) if len(found) == 1 else ()  # two different runs: which one is the options?
+    return ()
+
+
+_OPTIONS_CACHE: dict[str, tuple[tuple[str, str], ...]] = {}
+
+
+def read_options(problem: str) -> dict[str, str]:
+    """Label -> option text of the multiple-choice options written in a problem, {} when there are none or the
+    reading is ambiguous. Layouts: ``A. 12`` / ``A) 12`` / ``(A) 12`` / ``A: 12`` / ``[A] 12`` / ``**A.** 12``, one a
+    line or inline (``Options: A) 12, B) 15, C) 18``; ``A. 12  B. 15`` only from the start of a line), AMC's ``$\\textbf{(A)}\\ 12 \\qquad \\textbf{(B)}\\ 15 …$``,
+    MathQA's ``a ) 38 , b ) 27.675``, ARC's ``1. 12`` (numbers only at the start of a line). Letter labels are
+    returned in upper case. Exactly one run of consecutive labels from A (or 1), 3 to 26 long, all in one layout:
+    two different runs, a run with an empty option or an option over 1,000 characters, a longer list or a problem
+    over 100,000 characters give {}. Pure and bounded (linear regular expressions)."""
+    if not isinstance(problem, str):
+        return {}
+    got = _OPTIONS_CACHE.get(problem)
+    if got is None:
+        got = _read_options(problem)
+        if len(_OPTIONS_CACHE) > 512:  # the samples of one seed come together: a small cache is enough
+            _OPTIONS_CACHE.clear()
+        _OPTIONS_CACHE[problem] = got
+    return dict(got)
+
+
+_LOWER_KEY_RE = re.compile(r"\(?([a-j])\)?")
+_LABEL_LETTER_RE = re.compile(r"[A-Ja-j]")
+
+
+def _bare_label(reference: str) -> tuple[str, bool] | None:
+    """(label, numeric?) of a bare choice reference: ``C``, ``(C)``, ``\\text{C}``, ARC's ``3``, MathQA's ``c``."""
+    r = reference.strip()
+    if len(r) > 40:
+        return None
+    key = _NUMERIC_KEY_RE.match(r)
+    if key is not None:
+        return key.group(1), True
+    if not _LABEL_LETTER_RE.search(r):  # "18", "0.5": most references, ruled out before any cleaning
+        return None
+    label = read_choice(r)
+    if label is None:
+        m = _LOWER_KEY_RE.fullmatch(r)
+        label = m.group(1).upper() if m is not None else None
+    return (label, False) if label is not None else None
+
+
+def option_reference(predicted: str, reference: str, problem: str | None) -> tuple[str, dict[str, str]] | None:
+    """(the reference's label, the problem's options) when ``predicted`` is to be judged as the VALUE of an
+    option (``option_label``), None otherwise. Reads the problem only for a bare label and an answer that is not one."""
+    if not problem or not isinstance(predicted, str) or not isinstance(reference, str):
+        return None
+    bare = _bare_label(reference)
+    if bare is None or read_choice_parts(predicted) is not None:
+        return None
+    options = read_options(problem)
+    label = _option_label(predicted, bare, options)
+    return (label, options) if label is not None else None
+
+
+def option_label(predicted: str, reference: str, options: dict[str, str]) -> str | None:
+    """The label of a bare choice reference (``C``, ``(C)``, ``\\text{C}``, ARC's ``3``, MathQA's ``c``) that
+    ``options`` hold, when ``predicted`` is not itself a label but may be an option's value (``27``,
+    ``**$4,829**``); None otherwise: ``C``, ``(C) 27``, ``Option 3``, ``3. $4,829`` keep ``fast_verdict``'s rules."""
+    if not options or not isinstance(predicted, str) or not isinstance(reference, str):
+        return None
+    bare = _bare_label(reference)
+    if bare is None or read_choice_parts(predicted) is not None:
+        return None
+    return _option_label(predicted, bare, options)
+
+
+def _option_label(predicted: str, bare: tuple[str, bool], options: dict[str, str]) -> str | None:
+    label, numeric = bare
+    if label not in options:
+        return None
+    if numeric:
+        a = clean_value_text(predicted)
+        key = _NUMERIC_KEY_RE.match(a)
+        # "3" is a label when the options have a 3 ("1. 12 … 4. 20"), a value otherwise
+        if (key is not None and key.group(1) in options) or _NUMBERED_OPTION_RE.match(a):
+            return None
+    return label
+
+
+def option_value_verdict(predicted: str, label: str, options: dict[str, str], compare=None,
+                         reference: str | None = None) -> tuple[str, str] | None:
+    """(status, "<rule>: detail") of an answer given as an option's value (``option_reference``): it passes iff it
+    equals, by ``compare`` (``fast_verdict`` here, ``check_pair`` in a worker), the option of ``label`` and no other
+    option; equal to another option (or to two) is ``choice_unequal``; equal to none is ``text_unequal`` (a judge
+    that sees the problem may look again), except for a numeric key (``3``): then ``compare(predicted, reference)``
+    decides as before (a math problem's numbered list is no set of options, and its answer 3 may be "3 apples").
+    None while a comparison ``compare`` could not decide still matters."""
+    compare = compare or fast_verdict
+    matched, undecided = [], False
+    for other, text in options.items():
+        got = compare(predicted, text)
+        if got is None:
+            undecided = True
+        elif got[0] == PASSED:
+            matched.append(other)
+    others = [o for o in matched if o != label]
+    if others:
+        if label in matched:
+            return FAILED, (f"choice_unequal: the answer is the value of options ({label}) and ({others[0]}) alike: "
+                            f"it names neither")
+        return FAILED, f"choice_unequal: the answer is the value of option ({others[0]}), the reference is ({label})"
+    if undecided:
+        return None
+    if label in matched:
+        return PASSED, f"choice_equal: the answer is the value of option ({label})"
+    if label.isdigit() and reference is not None:
+        return compare(predicted, reference)
+    return FAILED, f"text_unequal: the reference is choice ({label}); the answer is the value of none of the options"
+
+
 # words: letters, spaces, and hyphens only inside a word ("well-known"; "p - q" is math)
 _TEXT_RE = re.compile(r"^[A-Za-zÀ-ÿ']+(?:-[A-Za-zÀ-ÿ']+)*(?: [A-Za-zÀ-ÿ']+(?:-[A-Za-zÀ-ÿ']+)*)*$")
 

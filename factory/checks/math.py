@@ -36,6 +36,10 @@ Every verdict's ``detail`` starts with the rule that decided it, ``"<rule>: <fre
   ``C: 70``, ``\\textbf{(B)}\\ 60``): the letter decides, a value beside a right letter must not contradict
   it, and a value alone may match the option's value (``70``; a wrong letter never passes). ARC's numeric keys
   (``3``): ``Option 3``, ``3. \\$4,829``, ``(3) 20`` by their number.
+  A bare label (``C``, ARC's ``3``) against an answer that is a value (``27``), when the item carries the
+  problem and the options in it are read (``values.read_options``): ``choice_equal`` iff the value equals
+  option C's and no other option's; equal to another option, or to two, is ``choice_unequal``; equal to
+  none is ``text_unequal`` (a numeric key: compared with the key as before, ``3 apples`` for ``3``).
 - ``text_equal`` / ``text_unequal``: words (``Monday``, ``\\text{yes}``), case/space/LaTeX-insensitive;
   also a choice reference against an answer that is not a letter (it may be the option's value).
 - ``symbolic_equal`` / ``symbolic_unequal``: math-verify, in a worker. Its "equal" is re-checked:
@@ -75,6 +79,9 @@ from factory.values import (  # noqa: F401 - strip_units, read_plain_value: part
     fast_verdict,
     labelled_choice_values,
     normalize_answer,
+    option_label,
+    option_reference,
+    option_value_verdict,
     read_choice,
     read_labelled_choice,
     read_plain_value,
@@ -218,17 +225,23 @@ def _prose_words(answer: str) -> list[str]:
     return [w for w in re.findall(r"(?<![\\A-Za-z])[A-Za-z]{3,}", answer) if w.lower() not in _MATH_NAMES]
 
 
-def check_pair(predicted: str, reference: str, mode: str = "answer") -> tuple[str, str]:
+def check_pair(predicted: str, reference: str, mode: str = "answer",
+               options: dict[str, str] | None = None) -> tuple[str, str]:
     """(status, "<rule>: detail") for one comparison, in THIS process and with no timeout.
 
     Only ever called inside a worker (or on trusted, tiny inputs): a pathological expression
     can hang it. ``mode="answer"``: ``predicted`` is a final answer: plain values first
     (``fast_verdict``), then math-verify on ``$\\boxed{…}$`` with guards; ``mode="raw_text"``:
     ``predicted`` is a whole completion, handed to math-verify as is (the naive baseline);
-    ``mode="reference"``: is ``reference`` usable (``predicted`` is ignored).
+    ``mode="reference"``: is ``reference`` usable (``predicted`` is ignored). ``options``: the
+    problem's options (``values.read_options``) when ``reference`` is a bare choice label and
+    ``predicted`` a value: it is compared with every option (``values.option_value_verdict``).
     """
     if mode == "reference":
         return reference_verdict(reference)
+    label = option_label(predicted, reference, options) if mode == "answer" and options else None
+    if label is not None:
+        return _option_value_check(predicted, reference, label, options)
     if mode == "answer":
         fast = fast_verdict(predicted, reference)
         if fast is not None:
@@ -267,6 +280,25 @@ def check_pair(predicted: str, reference: str, mode: str = "answer") -> tuple[st
     return PASSED, "symbolic_equal: math-verify"
 
 
+def _option_value_check(predicted: str, reference: str, label: str, options: dict[str, str]) -> tuple[str, str]:
+    """The worker's side of ``option_value_verdict``: every option compared in full (math-verify too)."""
+    def compare(pred: str, text: str) -> tuple[str, str] | None:
+        try:
+            got = check_pair(pred, text)
+            if got[0] == PASSED and got[1].startswith("symbolic_") and reference_problem(text) is not None:
+                return None  # math-verify read 12 out of "12 or more": that option is not 12, nor surely another
+            return got
+        except Exception:  # noqa: BLE001 - one option that cannot be read leaves the verdict open
+            return None
+
+    got = option_value_verdict(predicted, label, options, compare, reference)
+    if got is None and label.isdigit():
+        return check_pair(predicted, reference)  # a numeric key: as before
+    if got is None:
+        return FAILED, f"text_unequal: the reference is choice ({label}); an option could not be compared with the answer"
+    return got
+
+
 def _choice_values_verdict(predicted: str, reference: str, value: str, ref_value: str) -> tuple[str, str]:
     """A choice reference written with its value, compared by value in the worker (``fast_verdict`` left it)."""
     status, detail = check_pair(value, ref_value)
@@ -288,7 +320,8 @@ def _worker_main() -> None:
         check_pair("x+1", "1+x")
         check_pair("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}")
 
-    serve(lambda pred, ref, mode: list(check_pair(pred, ref, mode)), "FACTORY_VERIFY_MEM_MB", warm)
+    serve(lambda pred, ref, mode, options=None: list(check_pair(pred, ref, mode, options)),
+          "FACTORY_VERIFY_MEM_MB", warm)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -306,17 +339,22 @@ class VerifyPool(WorkerPool):
                                          "pip install 'math-verify[antlr4_13_2]')")
 
     def verify_many(self, items: Iterable[tuple], timeout_s: float = 5.0, mode: str = "answer") -> Iterator[tuple[Hashable, Verdict]]:
-        """Yield ``(key, Verdict)`` for ``(key, predicted, reference)`` items, as they complete."""
-        return self._run(((k, p, r, None) for k, p, r in items), timeout_s, mode)
+        """Yield ``(key, Verdict)`` for ``(key, predicted, reference[, problem])`` items, as they complete."""
+        return self._run(((k, p, r, None, *problem) for k, p, r, *problem in items), timeout_s, mode)
 
     def _run(self, items: Iterable[tuple], timeout_s: float, mode: str) -> Iterator[tuple[Hashable, Verdict]]:
-        """`(key, predicted, reference, verdict decided before or None)` -> (key, Verdict)."""
+        """`(key, predicted, reference, verdict decided before or None[, problem])` -> (key, Verdict)."""
         max_pred = MAX_TEXT_CHARS if mode == "raw_text" else MAX_ANSWER_CHARS
 
         def jobs():
-            for key, pred, ref, pre in items:
-                pre = pre if pre is not None else _precheck(pred, ref, max_pred, mode)
-                yield (key, None, pre) if pre is not None else (key, [pred, ref, mode], None)
+            for key, pred, ref, pre, *problem in items:
+                options = None
+                if pre is None:
+                    pre, options = _precheck(pred, ref, max_pred, mode, problem[0] if problem else None)
+                if pre is not None:
+                    yield key, None, pre
+                else:  # the options go to the worker only when it must compare the answer with them
+                    yield key, [pred, ref, mode] + ([options] if options else []), None
 
         for d in self.run(jobs(), timeout_s):
             if d.kind == "decided":
@@ -331,37 +369,45 @@ class VerifyPool(WorkerPool):
                 yield d.key, Verdict(ERROR, why, seconds=d.seconds)
 
 
-def _precheck(pred, ref, max_pred: int, mode: str = "answer") -> Verdict | None:
-    """A verdict decided in the parent (no worker round trip), or None."""
+def _precheck(pred, ref, max_pred: int, mode: str = "answer",
+              problem: str | None = None) -> tuple[Verdict | None, dict[str, str] | None]:
+    """(a verdict decided in the parent (no worker round trip) or None, the problem's options when the
+    worker must compare the answer with them (``values.option_reference``) or None)."""
     if mode == "reference":
         if ref is None or not isinstance(ref, str) or not ref.strip():
-            return Verdict(FAILED, "empty reference")
+            return Verdict(FAILED, "empty reference"), None
         why = reference_problem(ref)
-        return Verdict(FAILED, why) if why is not None else None
+        return (Verdict(FAILED, why) if why is not None else None), None
     if pred is None or not isinstance(pred, str) or not pred.strip():
-        return Verdict(NO_ANSWER, "no final answer")
+        return Verdict(NO_ANSWER, "no final answer"), None
     if ref is None or not isinstance(ref, str) or not ref.strip():
-        return Verdict(ERROR, "no reference")
+        return Verdict(ERROR, "no reference"), None
     if len(pred) > max_pred:
-        return Verdict(ERROR, f"answer longer than {max_pred} characters")
+        return Verdict(ERROR, f"answer longer than {max_pred} characters"), None
     if len(ref) > MAX_REFERENCE_CHARS:
-        return Verdict(ERROR, f"reference longer than {MAX_REFERENCE_CHARS} characters")
+        return Verdict(ERROR, f"reference longer than {MAX_REFERENCE_CHARS} characters"), None
     if mode == "answer":
         t0 = time.perf_counter()
         try:
-            fast = fast_verdict(pred, ref)
+            chosen = option_reference(pred, ref, problem) if problem else None
+            if chosen is not None:  # "27" for reference (C): the options in the problem decide
+                fast = option_value_verdict(pred, *chosen, reference=ref)
+                if fast is None:
+                    return None, chosen[1]
+            else:
+                fast = fast_verdict(pred, ref)
         except Exception:  # noqa: BLE001 - the worker will decide
             fast = None
         if fast is not None:
-            return Verdict(fast[0], fast[1], seconds=time.perf_counter() - t0)
-    return None
+            return Verdict(fast[0], fast[1], seconds=time.perf_counter() - t0), None
+    return None, None
 
 
 # --------------------------------------------------------------------------- public API
 
 
 def verify_many(
-    items: Iterable[tuple[Hashable, str | None, str]],
+    items: Iterable[tuple],
     timeout_s: float = 5.0,
     workers: int = 2,
     *,
@@ -370,6 +416,10 @@ def verify_many(
 ) -> Iterator[tuple[Hashable, Verdict]]:
     """Verify ``(key, predicted_final_answer, reference)`` items; yields ``(key, Verdict)`` as
     they complete (any order). Streaming: items are consumed only as workers free up.
+
+    An item may carry the seed's problem text as a fourth element: a bare choice reference (``C``,
+    ARC's ``3``) then also accepts the VALUE of that option (``27``) when the options written in the
+    problem say so (``values.read_options``; equal to another option, or to two, fails).
 
     Each item has a hard deadline of ``timeout_s`` seconds from when a worker gets it; an
     overrunning worker is SIGKILLed and replaced and the item is ``verify_timeout``.
@@ -513,14 +563,15 @@ def _trace_verdict(p) -> Verdict | None:
 
 
 def verify_traces(
-    items: Iterable[tuple[Hashable, str | None, str | None, str | None, str]],
+    items: Iterable[tuple],
     timeout_s: float = 5.0,
     workers: int = 2,
     *,
     pool: VerifyPool | None = None,
     domain: str = "math",
 ) -> Iterator[tuple[Hashable, Verdict]]:
-    """Verify whole completions ``(key, text, reasoning_field, finish_reason, reference)``.
+    """Verify whole completions ``(key, text, reasoning_field, finish_reason, reference[, problem])``
+    (the problem as in ``verify_many``).
 
     The verdict comes from the FINAL answer only (``factory.parse``): ``truncated``,
     ``unclosed_think``, ``hedged_answer`` and ``no_answer`` are decided before math-verify is
@@ -531,12 +582,12 @@ def verify_traces(
     answers: dict[Hashable, str] = {}
 
     def prepared():
-        for key, text, reasoning, finish_reason, reference in items:
+        for key, text, reasoning, finish_reason, reference, *problem in items:
             p = parse(text, reasoning, domain, finish_reason)
             pre = _trace_verdict(p)
             if pre is None:
                 answers[key] = p.answer
-            yield key, p.answer, reference, pre
+            yield key, p.answer, reference, pre, *problem
 
     def run(pl: VerifyPool):
         for key, v in pl._run(prepared(), timeout_s, "answer"):

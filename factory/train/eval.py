@@ -197,7 +197,9 @@ def _verify(cfg: Config, seeds: list[Seed], todo: dict[tuple[int, int], str],
                               allow_weak=cfg.filter.code.allow_weak_sandbox)
         what = "verify (code sandbox)"
     else:
-        verdicts = check_math(((key, answer, seeds[key[0]].answer) for key, answer in todo.items()),
+        # the problem goes along: a choice answered by its option's value is read against the options in it
+        verdicts = check_math(((key, answer, seeds[key[0]].answer, seeds[key[0]].problem)
+                               for key, answer in todo.items()),
                               timeout_s=cfg.filter.verify_timeout_s, workers=cfg.filter.verify_workers)
         what = "verify (math-verify)"
     out = {}

@@ -693,3 +693,181 @@ def test_words_math_verify_cannot_weigh_are_left_to_the_judge(pool):
     got = dict(verify_many([(1, "half of 144", "72"), (2, "x + 1", "x + 2")], pool=pool))
     assert got[1].status == "failed" and got[1].detail.startswith("text_unequal: ")  # the judge may see it
     assert got[2].status == "failed" and got[2].detail.startswith("symbolic_unequal")  # math: decided
+
+
+# --------------------------------------------------------------------------- a choice's value, read against the options
+# The reference is a bare label ("C", ARC's "3") and the teacher answered with the option's VALUE: the options are
+# in the seed's problem text (values.read_options), and the item carries the problem (verify_many's 4th element).
+
+from factory.values import option_reference, option_value_verdict, read_options  # noqa: E402
+
+FOUR = {"A": "12", "B": "15", "C": "18", "D": "20"}
+
+
+@pytest.mark.parametrize("problem, options", [
+    ("How many?\nA. 12\nB. 15\nC. 18\nD. 20", FOUR),
+    ("How many?\nA) 12\nB) 15\nC) 18\nD) 20", FOUR),
+    ("How many?\n(A) 12\n(B) 15\n(C) 18\n(D) 20", FOUR),
+    ("How many?\n\nA: 12\n\nB: 15\n\nC: 18\n\nD: 20\n", FOUR),
+    ("How many?\n[A] 12\n[B] 15\n[C] 18\n[D] 20", FOUR),
+    ("How many?\n- **A.** 12\n- **B.** 15\n- **C.** 18\n- **D.** 20", FOUR),
+    ("How many? Options: A) 12, B) 15, C) 18, D) 20", FOUR),
+    ("How many? Answer Choices: (A) 12 (B) 15 (C) 18 (D) 20\nAnswer with the letter.", FOUR),
+    ("How many?\nA: $12$ B: $15$ C: $18$ D: $20$", FOUR),
+    ("How many?\n1. 12 envelopes\n2. 15 envelopes\n3. 18 envelopes", {"1": "12 envelopes", "2": "15 envelopes",
+                                                                       "3": "18 envelopes"}),
+    ("How many?\n\n$\\textbf{(A)}\\ 12 \\qquad \\textbf{(B)}\\ 15 \\qquad \\textbf{(C)}\\ 18 \\qquad \\textbf{(D)}\\ 20$",
+     FOUR),
+    ("How many?\n\n$\\textbf{(A)}\\ 12$\\qquad$\\textbf{(B)}\\ 15$\\qquad$\\textbf{(C)}\\ 18$\\qquad$\\textbf{(D)}\\ 20$",
+     FOUR),
+    ("Find h. $\\textbf{(A) }2\\sqrt{3}\\qquad\\textbf{(B) }4\\qquad\\textbf{(C) }\\frac{9}{2}$",
+     {"A": "2\\sqrt{3}", "B": "4", "C": "\\frac{9}{2}"}),
+    ("a train runs ... ? a ) 38 , b ) 27.675 , c ) 30 , d ) 40 , e ) 35",
+     {"A": "38", "B": "27.675", "C": "30", "D": "40", "E": "35"}),
+    ("Question: x?\nOptions:\n" + "\n".join(f"{L}. ${v},000" for L, v in zip("ABCDEFGHIJ", range(1, 11))),
+     {L: f"{v},000" for L, v in zip("ABCDEFGHIJ", range(1, 11))}),
+    ("GPQA\n(A) $5\\sqrt{2}$\n(B) $7$\n(C) $x^2 + 7x + 12$\n(D) $10^{-3}$",
+     {"A": "5\\sqrt{2}", "B": "7", "C": "x^2 + 7x + 12", "D": "10^{-3}"}),
+    # numbered statements above lettered options: the letters are the options
+    ("How many are true?\n(1) x > 0\n(2) y > 0\n(3) z > 0\nA. 0\nB. 1\nC. 2\nD. 3", {"A": "0", "B": "1", "C": "2", "D": "3"}),
+    # labels in the question's own text, too few to be a run: the options below are still read
+    ("Sources: A. 1999 census, B. 2005 survey. How many?\nA. 12\nB. 15\nC. 18\nD. 20", FOUR),
+    ("In 1999. 2. 3. apples were sold. How many?\nA. 12\nB. 15\nC. 18\nD. 20", FOUR),
+    ("Sources: A. 1999 census, B. 2005 survey, C. 2010 survey. How many?\nA. 12\nB. 15\nC. 18\nD. 20", FOUR),
+    ("Mr. A. Smith met B. Jones and C. Brown. How many?\n(A) 12\n(B) 15\n(C) 18\n(D) 20", FOUR),
+])
+def test_read_options_layouts(problem, options):
+    assert read_options(problem) == options
+
+
+@pytest.mark.parametrize("problem", [
+    "What is 2 + 2?",
+    "",
+    "How many?\nA. 12\nB. 15",                                    # two options are not a run
+    "How many?\nA. 12\nB. 15\nD. 20\nE. 24",                      # a broken run
+    "How many?\nB. 12\nC. 15\nD. 20",                             # a run not from A
+    "Which of (A), (B) and (C) hold?",                           # labels without options
+    "Which of (A), (B), (C) hold?\n(A) 1\n(B) 2\n(C) 3",          # two runs in one layout
+    "Part one\nA. 12\nB. 15\nC. 18\nPart two\nA. 1\nB. 2\nC. 3",  # two runs: which are the options?
+    "How many?\n(A) 12\nB. 15\nC) 18\n[D] 20",                    # mixed layouts are no run
+    "How many?\nA.\nB.\nC.\nD.",                                   # empty options
+    "How many?\nA. " + "7" * 2_000 + "\nB. 15\nC. 18",            # an option far too long to be one
+    "\n".join(f"{i}. item {i}" for i in range(1, 301)),           # hundreds of labels: a list, not options
+    "x" * 100_001 + "\nA. 12\nB. 15\nC. 18",                       # a problem too long to read
+    "3.5 apples, 4.5 pears\n1.5 kg", "Mr. A. Smith met B. Jones and C. Brown.",
+])
+def test_read_options_conservative(problem):
+    assert read_options(problem) == {}
+
+
+def test_read_options_hostile_inputs_stay_fast():
+    t0 = time.perf_counter()
+    for problem in ["A. " * 30_000, "(A) " * 20_000, "\\textbf{(A)}" * 8_000, "A" * 99_000 + ". ",
+                    "\n".join(f"{chr(65 + i % 26)}. {i}" for i in range(9_000)), "1. \n" * 20_000,
+                    "(A) x (B) x (C) x " * 5_000, "A) 1\nB) 2\nC) 3\n" * 5_000, "(A) " + "9" * 99_000 + " (B) 1 (C) 2"]:
+        assert read_options(problem) == {}
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_option_reference_applies_only_to_a_bare_label_and_a_value():
+    p = "How many?\nA. 12\nB. 15\nC. 18\nD. 20"
+    assert option_reference("15", "B", p) == ("B", FOUR)
+    assert option_reference("15", "\\text{(B)}", p) == ("B", FOUR)
+    assert option_reference("15", "b", "Q? a ) 12 , b ) 15 , c ) 18")[0] == "B"  # MathQA
+    for answer in ["B", "(B)", "\\text{B}", "B) 15", "(B) 15", "Option B"]:
+        assert option_reference(answer, "B", p) is None  # a label: fast_verdict's rules
+    assert option_reference("15", "15", p) is None                # a reference that is a value: no change
+    assert option_reference("15", "C: 18", p) is None             # a reference written with its value: no change
+    assert option_reference("15", "B", "What is 2 + 2?") is None  # no options
+    assert option_reference("15", "E", p) is None                 # a label the options do not hold
+    assert option_reference("15", "B", None) is None
+    arc = "How many?\n1. 12 envelopes\n2. 15 envelopes\n3. 18 envelopes\n4. 3 envelopes"
+    assert option_reference("15", "2", arc)[0] == "2"
+    assert option_reference("3", "2", arc) is None                # "3" is label 3 here
+    assert option_reference("Option 3", "2", arc) is None
+    assert option_reference("2. 15 envelopes", "2", arc) is None
+    assert option_reference("7", "2", arc)[0] == "2"               # no option 7: "7" is a value
+    steps = "Steps:\n1. Buy 3\n2. Sell 2\n3. Buy 5\nA) 12 B) 15\nHow many?"
+    assert option_reference("12", "A", steps) is None              # numbered steps are no options of a letter
+
+
+@pytest.mark.parametrize("answer, status, rule", [
+    ("15", "passed", "choice_equal"),
+    ("**15**", "passed", "choice_equal"),
+    ("15 apples", "passed", "choice_equal"),
+    ("fifteen", "passed", "choice_equal"),
+    ("15.0", "passed", "choice_equal"),
+    ("18", "failed", "choice_unequal"),   # another option's value
+    ("16", "failed", "text_unequal"),     # no option's value: a judge that sees the problem may look again
+])
+def test_option_value_verdict_in_the_parent(answer, status, rule):
+    got = option_value_verdict(answer, "B", FOUR)
+    assert got is not None and (got[0], got[1].split(":", 1)[0]) == (status, rule), got
+
+
+def test_option_value_verdict_two_equal_options_fail_and_undecided_waits():
+    assert option_value_verdict("15", "B", {"A": "12", "B": "15", "C": "15.0"})[1].startswith("choice_unequal")
+    assert option_value_verdict("15", "B", {"A": "15", "B": "15", "C": "18"})[0] == "failed"
+    # a symbolic option fast_verdict cannot read: the worker must compare, unless another option already matched
+    assert option_value_verdict("15", "B", {"A": "x^2", "B": "15", "C": "18"}) is None
+    assert option_value_verdict("18", "B", {"A": "x^2", "B": "15", "C": "18"})[1].startswith("choice_unequal")
+
+
+CHOICE_PROBLEM = "How many?\nA. 12\nB. 15\nC. 18\nD. 20"
+GPQA_PROBLEM = ("Find the diagonal.\n(A) $5\\sqrt{2}$\n(B) $7\\sqrt{3}$\n(C) $\\frac{5\\sqrt{2}}{2}$\n(D) $10$")
+ARC_PROBLEM = "How many?\n1. 12 envelopes\n2. 15 envelopes\n3. 18 envelopes\n4. 20 envelopes"
+AMC_PROBLEM = "How many?\n\n$\\textbf{(A)}\\ 12 \\qquad \\textbf{(B)}\\ 15 \\qquad \\textbf{(C)}\\ 18 \\qquad \\textbf{(D)}\\ 20$"
+MONEY_PROBLEM = "How much?\nA. $4,000\nB. $4,500\nC. $4,829\nD. $5,000"
+
+
+@pytest.mark.parametrize("answer, reference, problem, status, rule", [
+    ("15", "B", CHOICE_PROBLEM, "passed", "choice_equal"),
+    ("18", "B", CHOICE_PROBLEM, "failed", "choice_unequal"),
+    ("16", "B", CHOICE_PROBLEM, "failed", "text_unequal"),
+    ("B", "B", CHOICE_PROBLEM, "passed", "choice_equal"),       # a letter: today's rules
+    ("C", "B", CHOICE_PROBLEM, "failed", "choice_unequal"),
+    ("(C) 15", "B", CHOICE_PROBLEM, "failed", "choice_unequal"),  # the letter decides, never the value beside it
+    ("15", "B", "What is 2 + 2?", "failed", "text_unequal"),     # no options: as before
+    ("15", "B", "How many?\nA. 12\nB. 15\nD. 20", "failed", "text_unequal"),  # a broken run: as before
+    ("15", "15", CHOICE_PROBLEM, "passed", "numeric_equal"),     # a value reference: as before
+    ("18", "15", CHOICE_PROBLEM, "failed", "numeric_unequal"),
+    ("15", "B", "How many?\nA. 12\nB. 15\nC. 15", "failed", "choice_unequal"),  # two options alike: ambiguous
+    ("\\sqrt{50}", "A", GPQA_PROBLEM, "passed", "choice_equal"),                 # compared by math-verify
+    ("\\frac{5}{\\sqrt{2}}", "A", GPQA_PROBLEM, "failed", "choice_unequal"),     # option (C)'s value
+    ("5\\sqrt{3}", "A", GPQA_PROBLEM, "failed", "text_unequal"),
+    ("15 envelopes", "2", ARC_PROBLEM, "passed", "choice_equal"),
+    ("18", "2", ARC_PROBLEM, "failed", "choice_unequal"),
+    ("2", "2", ARC_PROBLEM, "passed", "numeric_equal"),          # a label
+    ("16", "2", ARC_PROBLEM, "failed", "numeric_unequal"),       # no option's value: a numeric key judges as before
+    # a math problem's numbered list and a reference that is the value 3: "3 apples" still passes, "4" still fails
+    ("3 apples", "3", "Facts:\n1. Ann has 5 apples\n2. Bo has 2\n3. Cy has none\nHow many more?", "passed",
+     "numeric_equal"),
+    ("4", "3", "Facts:\n1. Ann has 5 apples\n2. Bo has 2\n3. Cy has none\nHow many more?", "failed", "numeric_unequal"),
+    ("24", "E", AMC_PROBLEM, "failed", "text_unequal"),          # the options hold no (E): as before
+    ("15", "\\text{(B)}", AMC_PROBLEM, "passed", "choice_equal"),
+    ("**\\$4,829**", "C", MONEY_PROBLEM, "passed", "choice_equal"),
+    ("4829 dollars", "C", MONEY_PROBLEM, "passed", "choice_equal"),
+    ("\\$4,500", "C", MONEY_PROBLEM, "failed", "choice_unequal"),
+    # math-verify reads 12 out of "12 or more": an option with words around its value never passes by math-verify
+    ("12", "B", "How many?\nA. 10\nB. 12 or more\nC. 8", "failed", "text_unequal"),
+    ("3", "A", "How many?\nA. $3 \\text{ apples and } 4 \\text{ pears}$\nB. $5$\nC. $6$", "failed", "text_unequal"),
+    ("12", "A", "How many?\nA. 12\nB. 12 or more\nC. 8", "failed", "text_unequal"),  # is it B too? not known
+])
+def test_a_choice_answered_by_its_value(pool, answer, reference, problem, status, rule):
+    got = dict(pool.verify_many([(0, answer, reference, problem)]))[0]
+    assert (got.status, got.detail.split(":", 1)[0]) == (status, rule), got
+
+
+def test_items_without_a_problem_are_unchanged(pool):
+    got = dict(pool.verify_many([(0, "15", "B"), (1, "15", "B", None), (2, "15", "B", CHOICE_PROBLEM)]))
+    assert (got[0].status, got[0].detail) == (got[1].status, got[1].detail)
+    assert got[0].status == "failed" and got[0].detail.startswith("text_unequal")
+    assert got[2].status == "passed"
+
+
+def test_verify_traces_takes_the_problem_too(pool):
+    text = "<think>12 + 3 = 15</think>\n\nThe answer is $\\boxed{15}$."
+    got = dict(verify_traces([(0, text, None, "stop", "B", CHOICE_PROBLEM), (1, text, None, "stop", "B"),
+                              (2, text, None, "stop", "C", CHOICE_PROBLEM)], pool=pool))
+    assert got[0].status == "passed" and got[0].answer == "15"
+    assert got[1].status == "failed" and got[2].status == "failed"
