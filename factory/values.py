@@ -844,6 +844,9 @@ def _option_label(predicted: str, bare: tuple[str, bool], options: dict[str, str
     label, numeric = bare
     if label not in options:
         return None
+    letter = _bare_label(clean_value_text(predicted))
+    if letter is not None and not letter[1]:  # a letter in any dress (MathQA's `c`, `\text{b}`, `**c**`): a label
+        return None
     if numeric:
         a = clean_value_text(predicted)
         key = _NUMERIC_KEY_RE.match(a)

@@ -871,3 +871,14 @@ def test_verify_traces_takes_the_problem_too(pool):
                               (2, text, None, "stop", "C", CHOICE_PROBLEM)], pool=pool))
     assert got[0].status == "passed" and got[0].answer == "15"
     assert got[1].status == "failed" and got[2].status == "failed"
+
+
+def test_a_letter_answer_in_any_dress_keeps_the_letter_rules_when_options_are_read():
+    # MathQA: lower-case options in the problem and a lower-case letter reference; the answer `c` is a letter,
+    # not a value to look up among the options (the second held-out set's change broke this; the first set caught it)
+    from factory.values import option_reference
+
+    problem = "What is 6 * 7? a ) 38 , b ) 40 , c ) 42 , d ) 44 , e ) 46"
+    for answer in ("c", "C", "\\text{c}", "**c**", "(c)", "\\textbf{(C)}"):
+        assert option_reference(answer, "c", problem) is None, answer
+    assert option_reference("42", "c", problem) is not None
