@@ -262,6 +262,7 @@ def test_bad_input_is_one_line_with_its_exit_code(case: Case, base: Path, tmp_pa
         assert after >= before, f"{case.name}: stored answers went from {before} to {after}"
 
 
+@pytest.mark.slow  # > 2.5 s: make test stays under 3 minutes; make test-all runs it
 def test_a_store_held_by_another_process_names_the_holder_and_can_be_waited_for(base: Path, tmp_path: Path):
     proj = tmp_path / "proj"
     shutil.copytree(base, proj)

@@ -125,6 +125,7 @@ def test_unchanged_sources_cost_nothing_and_only_new_seeds_are_asked(project, se
                                               "diversity_drop:unique_trace_share"}
 
 
+@pytest.mark.slow  # > 2.5 s: make test stays under 3 minutes; make test-all runs it
 def test_a_collapsing_teacher_fails_the_diversity_gate_and_nothing_is_pushed(project, server, fake_hub, monkeypatch):
     token = "hf_refresh_test_token_0123456789"
     monkeypatch.setenv("HF_TOKEN", token)
@@ -200,6 +201,7 @@ def cli_refresh(project: Path, **popen) -> subprocess.Popen:
                             **popen)
 
 
+@pytest.mark.slow  # > 2.5 s: make test stays under 3 minutes; make test-all runs it
 def test_two_refreshes_at_once_one_exits_locked_and_the_store_is_intact(project):
     held = HeldServer().start()
     try:
@@ -297,6 +299,7 @@ def test_an_empty_or_shrunken_version_fails_its_gate_and_nothing_is_pushed(proje
     assert set(fake_hub.repos["tester/traces"].tags) == {"v1", "v4"}
 
 
+@pytest.mark.slow  # > 2.5 s: make test stays under 3 minutes; make test-all runs it
 def test_the_baseline_is_the_last_accepted_version_else_the_one_before_and_the_card_agrees(project, server):
     write_seeds(project, server, QUESTIONS[:4])
     failed = refresh(project, "refresh.gates.min_size=100")  # nothing accepted yet, nothing before: no baseline

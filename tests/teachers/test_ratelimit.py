@@ -57,6 +57,7 @@ def srv():
     s.close()
 
 
+@pytest.mark.slow  # > 2.5 s: make test stays under 3 minutes; make test-all runs it
 def test_rpm_never_exceeded_in_any_window_on_the_server(srv):
     srv.reset()
     limit, period, n = 20, 1.0, 100
@@ -72,6 +73,7 @@ def test_rpm_never_exceeded_in_any_window_on_the_server(srv):
     assert 4 * period <= span < 5 * (period + MARGIN) + 0.5
 
 
+@pytest.mark.slow  # > 2.5 s: make test stays under 3 minutes; make test-all runs it
 def test_rpm_counts_retries_too(srv):
     srv.configure(fault_rate=0.4, faults=["500"], retry_after="0", seed=3)
     limit, period = 10, 0.5

@@ -155,6 +155,7 @@ def test_sft_puts_no_loss_on_prompt_tokens(tiny_model, export, tmp_path):
         assert "What is" not in trained and "system" not in trained
 
 
+@pytest.mark.slow  # > 2.5 s: make test stays under 3 minutes; make test-all runs it
 def test_sft_lora_saves_adapter_and_a_merged_model(tiny_model, export, tmp_path):
     cfg = config(tmp_path, tiny_model, export, max_steps=3,
                  lora={"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0})
@@ -211,6 +212,7 @@ def test_bad_input_is_a_one_line_error(tiny_model, tmp_path):
                          dpo={"loss_type": "nonsense"}))
 
 
+@pytest.mark.slow  # > 2.5 s: make test stays under 3 minutes; make test-all runs it
 def test_sft_packing_is_padding_free(tiny_model, export, tmp_path):
     cfg = config(tmp_path, tiny_model, export, packing=True, max_length=128)
     rows, data, _ = load_split(cfg, "sft")
@@ -222,6 +224,7 @@ def test_sft_packing_is_padding_free(tiny_model, export, tmp_path):
     assert summary.steps == 1 and summary.extra["packing"]
 
 
+@pytest.mark.slow  # > 2.5 s: make test stays under 3 minutes; make test-all runs it
 def test_chat_template_file_overrides_the_tokenizers(tiny_model, export, tmp_path):
     template = tmp_path / "plain.jinja"
     template.write_text("{% for m in messages %}### {{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
