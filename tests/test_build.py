@@ -311,6 +311,7 @@ def test_too_many_unusable_references_through_the_cli(project, monkeypatch):
     assert not (project / ".factory" / "export").exists()
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_a_json_array_with_split_columns_builds_through_the_cli(project, monkeypatch):
     write_source(project, "svamp.json", ROWS, fields=SPLIT)
     result = cli(project, monkeypatch)

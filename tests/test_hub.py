@@ -331,6 +331,7 @@ def test_an_empty_version_is_refused_and_the_hub_keeps_its_files(project, fake_h
     assert "config_name: sft" in card and "config_name: dpo" in card
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_a_shrink_beyond_max_shrink_is_refused_unless_forced(project, fake_hub, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     cfg = config(project)

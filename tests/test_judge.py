@@ -103,6 +103,7 @@ def test_judge_decides_only_what_the_verifier_could_not(tmp_path):
     assert again.asked == []
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_without_a_judge_the_words_are_wrong_answers(tmp_path):
     cfg = _config(tmp_path, judge=False)
     build_dataset(cfg, console=Console(quiet=True), teachers={"words": WordTeacher()})

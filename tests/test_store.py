@@ -62,6 +62,7 @@ def test_writer_commits_without_waiting_for_more(tmp_path):
     assert duckdb.connect(str(path), read_only=True).execute("SELECT count(*) FROM responses").fetchall() == [(1001,)]
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_a_store_in_use_names_its_holder_and_can_be_waited_for(tmp_path):
     import subprocess
     import sys

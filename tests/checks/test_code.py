@@ -258,6 +258,7 @@ def test_hostile_program_is_contained(path: Path, trap):
     assert_nothing_left()
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_hostile_batch_in_parallel_then_clean(trap):
     """Several hostile programs at once through run_many: all contained, none passed."""
     names = ["fork_bomb", "detached_child", "forge_proof", "kill_everything", "stdout_flood",

@@ -225,6 +225,7 @@ def test_worker_death_is_an_error_not_a_hang(pool):
     assert run(pool, [("2", "2")])[0].status == "passed"
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_works_off_the_main_thread():
     """math-verify's own signal timeout fails off the main thread; the pool does not care."""
     out = {}

@@ -129,6 +129,7 @@ def test_clean_problems_are_not_flagged(dec, train):
     assert dec.find([(t, t) for t in unrelated]) == []
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_duckdb_path_equals_python_path(benchmarks, dec, train):
     rows = B.planted_set(5, per_type={"gsm8k_test": 15, "math500": 10, "humaneval": 8}, n_clean=800,
                          benchmarks=benchmarks, train=train)

@@ -189,6 +189,7 @@ def test_the_generic_attention_path_gives_the_same_text(teacher, monkeypatch):
     assert {k: r.text for k, r in a.items()} == {k: r.text for k, r in b.items()}
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_a_model_folder_that_is_not_there_is_one_line_before_any_request(tmp_path):
     from factory.errors import FactoryError
 

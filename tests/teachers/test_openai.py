@@ -112,6 +112,7 @@ def test_use_n_false_sends_one_call_per_sample(server):
     assert len(got) == 20 and len(srv.records) == 20 and all(rec[2] == 1 for rec in srv.records)
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_mixed_faults_every_request_ends_once_and_nothing_is_asked_twice(server):
     srv = server(fault_rate=0.3, retry_after="0", seed=7)  # 429, 500, 503, hang, bad_json, truncated
     single = list(requests(240, k=1, prefix="single"))
@@ -441,6 +442,7 @@ def test_new_teacher_keys_at_their_defaults_keep_the_config_hash():
 
 # -- long generations without long hangs --------------------------------------------------------
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_a_slow_but_steady_stream_is_not_retried(server):
     srv = server(stream_delay=0.2, replies={"fake": ["a b c d e f g h"]})  # ~12 events, 2.4 s in all
     t0 = time.monotonic()
@@ -449,6 +451,7 @@ def test_a_slow_but_steady_stream_is_not_retried(server):
     assert len(srv.records) == 1 and time.monotonic() - t0 > 2.0 > 0.6  # longer than idle_timeout_s: still one call
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_keepalive_comments_count_as_bytes(server):
     srv = server(stream_delay=0.6, keepalive=True, replies={"fake": ["ok"]})  # a comment every 0.3 s
     got = list(teacher(srv, idle_timeout_s=0.45, timeout_s=30).generate(requests(1)))

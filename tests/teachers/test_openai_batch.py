@@ -138,6 +138,7 @@ def test_build_in_batch_mode_stores_one_answer_per_request_and_requeues_errors(t
     assert again.requests_sent == 0 and len(api.created) == len(api.order)
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_expired_and_failed_batches_are_retried_in_new_ones_and_cancelled_reported(tmp_path, api):
     api.set(fates=["expired", "failed", "cancelled"], keep=0.4)
     project = make_project(tmp_path, api.base_url, seeds=5, samples=3)  # 15 requests: 3 files of 5
@@ -154,6 +155,7 @@ def test_expired_and_failed_batches_are_retried_in_new_ones_and_cancelled_report
     assert again.requests_ok == 3 and stored(project)[2] == 15
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_no_wait_submits_and_a_later_build_collects(tmp_path, api):
     api.set(steps=2)
     project = make_project(tmp_path, api.base_url)
@@ -166,6 +168,7 @@ def test_no_wait_submits_and_a_later_build_collects(tmp_path, api):
     assert second.requests_ok + third.requests_ok == 16
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_a_batch_created_by_a_killed_run_is_found_again_not_resubmitted(tmp_path, api):
     project = make_project(tmp_path, api.base_url)
     cfg = load_config(project / "factory.yaml")

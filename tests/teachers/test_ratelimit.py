@@ -86,6 +86,7 @@ def test_rpm_counts_retries_too(srv):
     assert max_in_window([rec[0] for rec in records], period) <= limit
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_tpm_never_exceeded_in_any_window_on_the_server(srv):
     srv.reset()
     # each call: estimate = len("qNN")/4 + max_tokens = ~20; the server bills ~13 (prompt 1, answer 12)

@@ -192,6 +192,7 @@ def test_dpo_with_an_explicit_reference_model_and_lora(tiny_model, export, tmp_p
     assert reload_and_generate(summary.output_dir)
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_bad_input_is_a_one_line_error(tiny_model, tmp_path):
     only_sft = write_export(tmp_path / "export" / "v3", SFT_ROWS, None)
     with pytest.raises(TrainError, match=r"no dpo rows in v3 .*needs seeds with both a verified and a failed trace"):
@@ -285,6 +286,7 @@ def test_trains_the_latest_version_exporting_it_first(tiny_model, tmp_path):
         train_sft(load_config(data={**cfg.model_dump(mode="json"), "train": {"version": 9}}))
 
 
+@pytest.mark.slow  # > 2 s: make test stays under 3 minutes; make test-all runs it
 def test_cli_trains_prints_the_summary_and_pushes(tiny_model, export, tmp_path, monkeypatch, fake_hub):
     from factory.cli import app
     from factory.train.common import TrainSummary
