@@ -194,7 +194,7 @@ def _verify(cfg: Config, seeds: list[Seed], todo: dict[tuple[int, int], str],
         verdicts = check_code(((key, seeds[key[0]].problem, answer, seeds[key[0]].tests, seeds[key[0]].entry_point)
                                for key, answer in todo.items()),
                               wall_s=cfg.filter.sandbox_wall_s, workers=cfg.filter.verify_workers,
-                              allow_weak=cfg.filter.code.allow_weak_sandbox)
+                              allow_weak=cfg.filter.code.allow_weak_sandbox, max_cases=cfg.filter.code.max_cases)
         what = "verify (code sandbox)"
     else:
         # the problem goes along: a choice answered by its option's value is read against the options in it
