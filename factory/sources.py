@@ -28,6 +28,7 @@ import jinja2.meta
 import jinja2.nodes
 from jinja2.sandbox import SandboxedEnvironment
 
+from factory.checks.io_tests import unusable_tests
 from factory.config import SourceConfig
 from factory.errors import SourceError  # noqa: F401 - raised here; importable from this module too
 from factory.records import BadRow, Seed  # noqa: F401 - BadRow: read_seeds yields it; importable from here
@@ -518,6 +519,10 @@ def read_seeds(plan: SourcePlan) -> Iterator[Seed | BadRow]:
             values["answer"], err = _extract_reference(plan, values["answer"])
             if err:
                 bad = BadRow(file, n, answer_field, err)
+        if bad is None and plan.domain == "code":
+            err = unusable_tests(values.get("tests"), values.get("entry_point"))
+            if err:
+                bad = BadRow(file, n, "tests" if "tests" in plan.expressions else plan.fields.get("tests", "tests"), err)
         if bad is not None:
             yield bad
             continue

@@ -34,7 +34,7 @@ import re
 import zlib
 from typing import Any, Literal
 
-__all__ = ["IOTests", "IOTestsError", "SandboxRun", "recognise", "for_prompt", "prepare", "compare_stdout", "compare_return",
+__all__ = ["IOTests", "IOTestsError", "SandboxRun", "recognise", "for_prompt", "unusable_tests", "prepare", "compare_stdout", "compare_return",
            "MAX_CASES", "MAX_CASE_BYTES", "MAX_OUTPUT_BYTES"]
 
 MAX_CASES = 32  # cases run per trace (the first ones: public tests come first in every dataset)
@@ -208,6 +208,29 @@ def for_prompt(tests: str | None, entry_point: str | None = None) -> dict[str, A
         facts.update(tests_kind=found.kind, fn_name=found.fn_name,
                      example_tests="\n".join(found.asserts.splitlines()[:3]))
     return facts
+
+
+def unusable_tests(tests: str | None, entry_point: str | None = None) -> str | None:
+    """Why a code seed's `tests` can verify no answer at all (the source then reports a bad row naming
+    file, row and field), or None. Text that looks like case data (JSON) but is no known form, recognised
+    cases that are empty, or functional cases without a function name. Case data over PEEK_LIMIT is not
+    parsed here (the filter finds out)."""
+    if not tests or not isinstance(tests, str) or not tests.strip() or len(tests) > PEEK_LIMIT:
+        return None
+    try:
+        found = recognise(tests, entry_point)
+    except IOTestsError as e:
+        return str(e)
+    if found is None:
+        if tests.lstrip()[:1] in ("[", "{"):
+            return ("looks like test cases (JSON) but is none of the known forms: APPS {inputs, outputs}, "
+                    "CodeContests {input, output}, a list of {input, output}, MBPP assert lines")
+        return None  # HumanEval-style Python tests
+    if found.kind != "asserts" and not found.cases:
+        return f"{found.form} tests hold no cases"
+    if found.kind == "call" and not found.fn_name:
+        return "functional test cases name no function: map entry_point to its name (LiveCodeBench: metadata)"
+    return None
 
 
 def _apps(doc: dict) -> IOTests:

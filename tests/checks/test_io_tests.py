@@ -478,3 +478,23 @@ def test_for_prompt_says_what_the_solution_must_be():
     big_call = json.dumps({"fn_name": "f", "inputs": [["x" * PEEK_LIMIT]], "outputs": [[1]]})
     assert for_prompt(big_stdin)["tests_kind"] == recognise(big_stdin).kind == "stdin"
     assert for_prompt(big_call)["tests_kind"] == recognise(big_call).kind == "call"
+
+
+def test_tests_that_can_verify_nothing_are_a_bad_row_naming_file_row_and_field(tmp_path):
+    from factory.checks.io_tests import unusable_tests
+    from factory.config import SourceConfig
+    from factory.records import BadRow, Seed
+    from factory.sources import plan_source, read_seeds
+
+    assert unusable_tests(APPS_FN) is None and unusable_tests(CODECONTESTS) is None and unusable_tests(MBPP) is None
+    assert unusable_tests("def check(candidate):\n    assert candidate(1) == 1\n") is None  # HumanEval-style
+    rows = [{"q": "ok", "t": CF_OFFICIAL}, {"q": "typo", "t": json.dumps({"inptus": ["1"], "outputs": ["1"]})},
+            {"q": "empty", "t": json.dumps({"inputs": [], "outputs": []})},
+            {"q": "nameless", "t": LCB_FUNCTIONAL}, {"q": "broken", "t": '{"inputs": ['}]
+    (tmp_path / "code.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = list(read_seeds(plan_source(SourceConfig(name="c", path=str(tmp_path / "code.jsonl"), domain="code",
+                                                   fields={"problem": "q", "tests": "t"}))))
+    assert isinstance(got[0], Seed) and all(isinstance(g, BadRow) for g in got[1:])
+    assert [(g.row, g.field) for g in got[1:]] == [(2, "t"), (3, "t"), (4, "t"), (5, "t")]
+    assert "none of the known forms" in got[1].reason and "no cases" in got[2].reason
+    assert "name no function" in got[3].reason and "none of the known forms" in got[4].reason
