@@ -8,28 +8,17 @@ joins the store with the truth. Thresholds per shape: precision of `verified` >=
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from support.oracle import Oracle, TruthSeed, right_forms, sha256, wrong_values
+from support.benchmarks import load_benchmark
 from support.shapes import BUILDERS, build_shapes
 
-ROOT = Path(__file__).resolve().parent.parent
 MIN_PRECISION, MIN_RECALL = 0.995, 0.97
 SEEDS_PER_SHAPE, SAMPLES = 30, 4
-
-
-def _fidelity_module():
-    spec = importlib.util.spec_from_file_location("bench_fidelity", ROOT / "benchmarks" / "fidelity.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- the instrument itself (fast) -----------------------------------------------------------------
@@ -88,7 +77,7 @@ def test_every_shape_writes_its_rows_and_truth(tmp_path):
 
 @pytest.fixture(scope="module")
 def fidelity(tmp_path_factory):
-    bench = _fidelity_module()
+    bench = load_benchmark("fidelity")
     work = tmp_path_factory.mktemp("fidelity")
     shapes = build_shapes(work / "data", SEEDS_PER_SHAPE)
     runs = bench.run_mode(shapes, "reference", work / "reference", SAMPLES, dict(bench.DEFAULT_MIX))

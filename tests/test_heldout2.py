@@ -12,29 +12,17 @@ report: `python benchmarks/heldout2.py`.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from support.benchmarks import load_benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
 SEEDS_PER_SHAPE = 6
 MIN_PRECISION = 0.99
 MIN_RECALL = 0.90
 
 
-def _heldout2():
-    spec = importlib.util.spec_from_file_location("bench_heldout2", ROOT / "benchmarks" / "heldout2.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_heldout2_subset_verifies_no_wrong_trace_and_most_right_ones(tmp_path):
-    h2 = _heldout2()
+    h2 = load_benchmark("heldout2")
     shapes, completions, _ = h2.load_heldout2(h2.DATA_DIR)
     rows, failures = [], {}
     for shape in shapes:

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
-from pathlib import Path
 
 import duckdb
 import pytest
 
 from factory.checks.ngrams import Decontaminator, Hit, views
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_bench_module():
-    spec = importlib.util.spec_from_file_location("bench_decontam", ROOT / "benchmarks" / "decontam.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from support.benchmarks import load_benchmark
 
 
-B = _load_bench_module()
+
+B = load_benchmark("decontam")
 
 
 @pytest.fixture(scope="module")
