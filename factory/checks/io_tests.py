@@ -512,11 +512,10 @@ def _resolve():
 
 
 # ----------------------------------------------------------------------------- the tests side
-_TESTS_STDIN = '''
-import json as _json, signal as _signal
+# both tests programs: a per-case wall-clock alarm (after _CASES and _LIMIT_S are defined)
+_TESTS_TIMER = '''
+import signal as _signal
 
-_CASES = _json.loads({cases!r})
-_LIMIT_S = {limit!r}
 _NOW = [0]
 
 
@@ -528,15 +527,23 @@ def _alarm(signum, frame):
     raise CaseTimeout("case %d/%d: over the %g s wall-clock limit" % (_NOW[0], len(_CASES), _LIMIT_S))
 
 
+_signal.signal(_signal.SIGALRM, _alarm)
+'''
+
+_TESTS_STDIN = '''
+import json as _json
+
+_CASES = _json.loads({cases!r})
+_LIMIT_S = {limit!r}
+
+
 def _show(text):
     return repr(text if len(text) <= 60 else text[:57] + "...")
-
-
-_signal.signal(_signal.SIGALRM, _alarm)
+''' + _TESTS_TIMER + '''
 for _NOW[0], (_input, _expected) in enumerate(_CASES, 1):
     _signal.setitimer(_signal.ITIMER_REAL, _LIMIT_S)
     try:
-        _got = {runner}(_input)
+        _got = _factory_io_run(_input)
     finally:
         _signal.setitimer(_signal.ITIMER_REAL, 0)
     _where = "case %d/%d (input %s)" % (_NOW[0], len(_CASES), _show(_input))
@@ -553,23 +560,10 @@ for _NOW[0], (_input, _expected) in enumerate(_CASES, 1):
 '''
 
 _TESTS_CALL = '''
-import signal as _signal
-
 _CASES = {cases}
 _LIMIT_S = {limit!r}
 _WRAPPED = {wrapped!r}
-_NOW = [0]
-
-
-class CaseTimeout(Exception):
-    pass
-
-
-def _alarm(signum, frame):
-    raise CaseTimeout("case %d/%d: over the %g s wall-clock limit" % (_NOW[0], len(_CASES), _LIMIT_S))
-
-
-_signal.signal(_signal.SIGALRM, _alarm)
+''' + _TESTS_TIMER + '''
 for _NOW[0], (_args, _expected) in enumerate(_CASES, 1):
     _signal.setitimer(_signal.ITIMER_REAL, _LIMIT_S)
     try:
@@ -626,8 +620,7 @@ def prepare(problem: str | None, answer: str, tests: str, entry_point: str | Non
     head = f"_SOURCE = {answer!r}\n"
     if io_tests.kind == "stdin":
         code = head + f"_OUT_CAP = {MAX_OUTPUT_BYTES}\n" + _HARNESS_COMMON + _HARNESS_STDIN
-        tests_src = _judge_source() + _TESTS_STDIN.format(
-            cases=json.dumps(cases), limit=float(wall_s), runner="_factory_io_run")
+        tests_src = _judge_source() + _TESTS_STDIN.format(cases=json.dumps(cases), limit=float(wall_s))
     else:
         literal = repr([(list(a), e) for a, e in cases])  # JSON (or Python literal) values: a literal again
         code = head + f"_FN = {io_tests.fn_name!r}\n" + _HARNESS_COMMON + _HARNESS_CALL
