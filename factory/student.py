@@ -96,11 +96,10 @@ def ask_student(store: Store, cfg: Config, prompts: Prompts, teacher: Teacher | 
         store.con.unregister("_student")
     answered = store.answered(ids)
     todo = [r for r, rid in zip(requests, ids) if rid not in answered]
-    if ask:
-        store.add_requests(todo)  # an answered request is stored already
     if not ask:
         stats["cached"], stats["unanswered"] = len(requests) - len(todo), len(todo)
         return stats
+    store.add_requests(todo)  # an answered request is stored already
     stats["cached"], stats["asked"] = len(requests) - len(todo), len(todo)
     if not todo:
         return stats  # nothing to ask: the student is never loaded
