@@ -159,7 +159,7 @@ def verify_gym(store: Store, cfg: Config) -> int:
     keeps its full stop too), else (a teacher that boxed its answer instead) the parser's answer."""
     from factory.checks.gym import answer_tag_text, score_many
 
-    query = """SELECT p.request_id, p.answer, s.text, d.meta->'$.gym' AS gym
+    query = """SELECT p.request_id, p.answer, s.text, s.reasoning, d.meta->'$.gym' AS gym
                FROM parsed p JOIN requests q USING (request_id) JOIN seeds d USING (seed_id)
                JOIN responses s USING (request_id)
                WHERE json_extract(d.meta, '$.gym') IS NOT NULL AND p.error IS NULL AND p.answer IS NOT NULL
@@ -170,7 +170,7 @@ def verify_gym(store: Store, cfg: Config) -> int:
         for rows in _batches(store, query):
             for r in rows:
                 gym = json.loads(r["gym"])
-                tag = answer_tag_text(r["text"])
+                tag = answer_tag_text(r["text"], r["reasoning"])
                 yield (r["request_id"], gym["task"], gym["config"], gym["entry"],
                        {"answer_tag": tag} if tag is not None else {"parsed": r["answer"]})
 

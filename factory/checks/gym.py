@@ -96,13 +96,16 @@ def _hashable(v: Any) -> Any:
 _TAG_RE = re.compile(r"(?is)<answer>(.*?)(?:</answer>|$)")
 
 
-def answer_tag_text(text: str | None) -> str | None:
-    """The content of the last non-empty `<answer>…</answer>` after the reasoning (the last `</think>`),
-    stripped and otherwise as written: what reasoning-gym's own `extract_answer` hands its scorers. As in
-    factory.parse, a tag left open at the very end counts (the parser has already refused a truncated trace)."""
-    if not text:
+def answer_tag_text(text: str | None, reasoning_field: str | None = None) -> str | None:
+    """The content of the last non-empty `<answer>…</answer>` after the reasoning (split as factory.parse
+    splits it: `<think>`, `<reasoning>`, OpenThoughts' thought…), stripped and otherwise as written: what
+    reasoning-gym's own `extract_answer` hands its scorers. As in factory.parse, a tag left open at the very
+    end counts (the parser has already refused a truncated trace)."""
+    from factory.parse import split_reasoning
+
+    region = split_reasoning(text, reasoning_field)[1]
+    if not region:
         return None
-    region = text[text.rfind("</think>") + len("</think>"):] if "</think>" in text else text
     found = None
     for m in _TAG_RE.finditer(region[-MAX_ANSWER_CHARS * 2:]):
         if m.group(1).strip():
